@@ -27,7 +27,8 @@ def pretrained_cfgs(architecture: str, **base_cfg: Any) -> dict[str, dict[str, A
             continue
         cfg = dict(base_cfg)
         cfg.update({k: entry[k] for k in _CFG_FIELDS if k in entry})
-        cfg["input_size"] = tuple(cfg["input_size"]) if "input_size" in cfg else cfg.get("input_size")
+        if "input_size" in cfg:
+            cfg["input_size"] = tuple(cfg["input_size"])
         cfg["hf_hub_id"] = entry["hf_hub_id"]
         cfgs[f"{arch}.{tag}"] = cfg
     return cfgs or {architecture: dict(base_cfg)}
