@@ -75,7 +75,7 @@ class BottleneckKANConvBase(nn.Module):
         if self.base_activation is not None:
             self.base_conv = plain(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                                    False, padding_mode, **factory)
-        self.norm = create_norm(norm_layer, out_channels, ndim)
+        self.norm = create_norm(norm_layer, out_channels, ndim).to(**factory)
         self.act = create_act(act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -90,7 +90,7 @@ class KANConvBase(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, expanded_per_group, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.norm = create_norm(norm_layer, out_channels, nd)
+        self.norm = create_norm(norm_layer, out_channels, nd).to(**factory)
         self.act = create_act(act_layer)
         self.recompute = recompute
         self.create_basis_parameters(factory)
@@ -232,7 +232,7 @@ def _uniform_grid(grid_range: Sequence[float], cells: int, extend: int) -> torch
     if cells < 1:
         raise ValueError(f"grid_size must be at least 1, got {cells}")
     h = (hi - lo) / cells
-    return lo + h * torch.arange(-extend, cells + extend + 1, dtype=torch.float32)
+    return lo + h * torch.arange(-extend, cells + extend + 1, dtype=torch.float64)
 
 
 def _check_degree(degree: int) -> int:
@@ -256,7 +256,7 @@ class _KANConv(KANConvBase):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, **kwargs)
         grid = _uniform_grid(grid_range, grid_size, spline_order)
-        self.register_buffer("grid", grid.to(self.weight.device), persistent=False)
+        self.register_buffer("grid", grid.to(self.weight.device, self.weight.dtype), persistent=False)
 
     @property
     def num_bases(self) -> int:
@@ -291,7 +291,7 @@ class _FastKANConv(KANConvBase):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, **kwargs)
         centres = _uniform_grid(grid_range, grid_size - 1, 0)
-        self.register_buffer("centres", centres.to(self.weight.device), persistent=False)
+        self.register_buffer("centres", centres.to(self.weight.device, self.weight.dtype), persistent=False)
         self.inv_width = (grid_size - 1) / (self.grid_range[1] - self.grid_range[0])
 
     @property
@@ -360,7 +360,7 @@ class _KAGNConv(_PolynomialConv):
         n = torch.arange(self.degree + 1, dtype=torch.float64)
         m = n + 1
         scale = (m + n) * (m - n) * n ** 2 / (m ** 2 / (4 * n ** 2 - 1))
-        self.register_buffer("beta_scale", scale.to(factory["device"], torch.float32), persistent=False)
+        self.register_buffer("beta_scale", scale.to(self.weight.device, self.weight.dtype), persistent=False)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -496,11 +496,12 @@ class _ReLUKANConv(KANConvBase):
         self.grid_size, self.spline_order, self.grid_range = grid_size, spline_order, tuple(grid_range)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, **kwargs)
-        knots = _uniform_grid(grid_range, grid_size, spline_order).to(self.weight.device)
+        knots = _uniform_grid(grid_range, grid_size, spline_order)
         h = (self.grid_range[1] - self.grid_range[0]) / grid_size
         starts = knots[: grid_size + spline_order]
-        self.register_buffer("starts", starts, persistent=False)
-        self.register_buffer("ends", starts + (spline_order + 1) * h, persistent=False)
+        ends = starts + (spline_order + 1) * h
+        self.register_buffer("starts", starts.to(self.weight.device, self.weight.dtype), persistent=False)
+        self.register_buffer("ends", ends.to(self.weight.device, self.weight.dtype), persistent=False)
         self.norm_const = 16.0 / ((spline_order + 1) * h) ** 4
 
     @property
