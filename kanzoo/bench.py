@@ -1,0 +1,330 @@
+"""Speed and memory benchmark of the KAN convolution layers: ``python -m kanzoo.bench layers``.
+
+For each family and grouping it times forward + backward of the kanzoo layer, of ``nn.Conv2d`` with
+the same shapes, and of the *limit*: the expansion's forward alone plus the fastest plain-PyTorch
+convolution forward + backward over the already-expanded input (one grouped ``F.conv2d``, or a
+depthwise conv over the expanded channels followed by a sum over bases; both memory formats). All
+candidates run interleaved in one loop (A B C A B C ...) after a warm-up and the minimum of the
+repeats is kept, so ratios measured on a noisy, shared machine stay meaningful. It also reports the
+activation memory each layer keeps for backward, in units of the input's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import platform
+import sys
+import time
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kanzoo.layers import FAMILIES, KANConvBase
+
+DEFAULT_FAMILIES = ("kan", "fastkan", "kacn", "kaln", "kagn", "kajn", "kabn", "wavkan", "relukan")
+DEFAULT_GROUPS = ("1", "8", "dw")
+QUICK_FAMILIES = ("kagn", "kan")
+QUICK_GROUPS = ("8", "dw")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+COLUMNS = ("family", "groups", "bases", "kanzoo_ms", "conv_ms", "limit_ms", "limit_kind", "vs_limit", "vs_conv",
+           "saved_x", "conv_saved_x")
+
+# Family arguments giving "degree 3 or the family's equivalent".
+FAMILY_KWARGS: dict[str, dict[str, object]] = {
+    "kan": {"grid_size": 5, "spline_order": 3},
+    "fastkan": {"grid_size": 8},
+    "kacn": {"degree": 3},
+    "kaln": {"degree": 3},
+    "kagn": {"degree": 3},
+    "kajn": {"degree": 3},
+    "kabn": {"degree": 3},
+    "wavkan": {"num_wavelets": 4},
+    "relukan": {"grid_size": 5, "spline_order": 3},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerShape:
+    """The benchmarked convolution: ``batch x in_channels x size x size`` -> ``out_channels``."""
+
+    batch: int = 16
+    in_channels: int = 64
+    out_channels: int = 64
+    size: int = 32
+    kernel_size: int = 3
+
+    def groups_of(self, name: str) -> int:
+        """Number of groups for a grouping name: an integer, or 'dw' for depthwise (groups = in_channels)."""
+        if name in ("dw", "depthwise"):
+            return self.in_channels
+        try:
+            groups = int(name)
+        except ValueError:
+            raise ValueError(f"groups must be an integer or 'dw' (depthwise), got {name!r}") from None
+        if groups < 1 or self.in_channels % groups or self.out_channels % groups:
+            raise ValueError(f"groups={groups} must be positive and divide in_channels={self.in_channels} "
+                             f"and out_channels={self.out_channels}")
+        return groups
+
+
+def saved_activation_bytes(fn: Callable[[], torch.Tensor], parameters: Sequence[torch.Tensor] = ()) -> int:
+    """Bytes of the tensors that autograd keeps for backward while running ``fn`` (parameters excluded).
+
+    Every tensor saved for backward passes through ``saved_tensors_hooks``; storages are counted once
+    (by data pointer), and tensors that are ``nn.Parameter`` or share a parameter's storage are skipped.
+    """
+    skip = {p.untyped_storage().data_ptr() for p in parameters}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if not isinstance(t, nn.Parameter) and ptr not in skip:
+            seen[ptr] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values())
+
+
+def _grads(out: torch.Tensor, inputs: Sequence[torch.Tensor], grad_out: torch.Tensor) -> None:
+    torch.autograd.grad(out, inputs, grad_out)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_min_times(cases: dict[str, Callable[[], None]], repeats: int, warmup: int,
+                          device: torch.device) -> dict[str, float]:
+    """Minimum wall time in seconds of each case, run interleaved (A B C A B C ...) after a warm-up."""
+    best = {name: float("inf") for name in cases}
+    for round_index in range(warmup + repeats):
+        for name, case in cases.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            case()
+            _synchronize(device)
+            elapsed = time.perf_counter() - start
+            if round_index >= warmup:
+                best[name] = min(best[name], elapsed)
+    return best
+
+
+def make_layer(family: str, shape: LayerShape, groups: int, device: torch.device) -> KANConvBase:
+    """The benchmarked kanzoo layer of a family (2d, 'same' padding, bias)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}")
+    cls = FAMILIES[family][1]
+    return cls(shape.in_channels, shape.out_channels, shape.kernel_size, padding=shape.kernel_size // 2,
+               groups=groups, device=device, **FAMILY_KWARGS.get(family, {}))
+
+
+def _limit_cases(layer: KANConvBase, expanded: torch.Tensor, grad_out: torch.Tensor
+                 ) -> dict[str, Callable[[], None]]:
+    """Plain-PyTorch convolutions over the already-expanded input, each forward + backward."""
+    pad = layer.kernel_size[0] // 2
+    groups = layer.groups
+    cases: dict[str, Callable[[], None]] = {}
+    weight = layer.weight.detach().clone().requires_grad_(True)
+    bias = layer.bias.detach().clone().requires_grad_(True)
+    for fmt_name, fmt in (("nchw", torch.contiguous_format), ("nhwc", torch.channels_last)):
+        e = expanded.detach().contiguous(memory_format=fmt).requires_grad_(True)
+        w = weight.detach().contiguous(memory_format=fmt).requires_grad_(True)
+        g = grad_out.contiguous(memory_format=fmt)
+
+        def grouped(e=e, w=w, g=g) -> None:
+            _grads(F.conv2d(e, w, bias, 1, pad, 1, groups), (e, w, bias), g)
+
+        cases[f"grouped/{fmt_name}"] = grouped
+        if groups == layer.in_channels and layer.out_channels == layer.in_channels:
+            per_basis = layer.expansion
+            wd = weight.detach().reshape(-1, 1, *layer.kernel_size).contiguous(memory_format=fmt)
+            wd.requires_grad_(True)
+
+            def depthwise_sum(e=e, wd=wd, g=g) -> None:
+                y = F.conv2d(e, wd, None, 1, pad, 1, e.shape[1])
+                y = y.unflatten(1, (layer.in_channels, per_basis)).sum(2) + bias.view(1, -1, 1, 1)
+                _grads(y, (e, wd, bias), g)
+
+            cases[f"dw+sum/{fmt_name}"] = depthwise_sum
+    return cases
+
+
+def bench_case(family: str, groups_name: str, shape: LayerShape, *, repeats: int, warmup: int,
+               device: torch.device, dtype: torch.dtype | None) -> dict[str, object]:
+    """One table row: times (ms), ratios and saved-for-backward memory of one family and grouping."""
+    groups = shape.groups_of(groups_name)
+    torch.manual_seed(0)
+    layer = make_layer(family, shape, groups, device)
+    conv = nn.Conv2d(shape.in_channels, shape.out_channels, shape.kernel_size, padding=shape.kernel_size // 2,
+                     groups=groups, device=device)
+    x = torch.randn(shape.batch, shape.in_channels, shape.size, shape.size, device=device, requires_grad=True)
+    layer_params = [p for p in layer.parameters() if p.requires_grad]
+    conv_params = list(conv.parameters())
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext())
+    with autocast:
+        with torch.no_grad():
+            grad_out = torch.ones_like(conv(x))
+            expanded = layer.expand(x.detach(), *layer.basis_parameters())
+        cases: dict[str, Callable[[], None]] = {
+            "kanzoo": lambda: _grads(layer(x), (x, *layer_params), grad_out),
+            "conv": lambda: _grads(conv(x), (x, *conv_params), grad_out),
+            "expand": lambda: _no_grad_expand(layer, x),
+        }
+        limits = _limit_cases(layer, expanded, grad_out)
+        cases.update({f"limit:{name}": fn for name, fn in limits.items()})
+        times = interleaved_min_times(cases, repeats, warmup, device)
+        input_bytes = x.numel() * x.element_size()
+        saved = saved_activation_bytes(lambda: layer(x), layer_params) / input_bytes
+        conv_saved = saved_activation_bytes(lambda: conv(x), conv_params) / input_bytes
+    limit_kind = min(limits, key=lambda name: times[f"limit:{name}"])
+    limit = times["expand"] + times[f"limit:{limit_kind}"]
+    return {
+        "family": family, "groups": "dw" if groups == shape.in_channels else str(groups),
+        "bases": layer.num_bases, "kanzoo_ms": times["kanzoo"] * 1e3, "conv_ms": times["conv"] * 1e3,
+        "limit_ms": limit * 1e3, "limit_kind": limit_kind, "vs_limit": times["kanzoo"] / limit,
+        "vs_conv": times["kanzoo"] / times["conv"], "saved_x": saved, "conv_saved_x": conv_saved,
+    }
+
+
+def _no_grad_expand(layer: KANConvBase, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        layer.expand(x, *layer.basis_parameters())
+
+
+def bench_layers(families: Sequence[str] = DEFAULT_FAMILIES, groups: Sequence[str] = DEFAULT_GROUPS,
+                 shape: LayerShape = LayerShape(), *, repeats: int = 5, warmup: int = 1,
+                 device: str | torch.device = "cpu", dtype: str = "fp32") -> Iterator[dict[str, object]]:
+    """Yield one row (see ``COLUMNS``) per family and grouping, measured as they come."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    device = torch.device(device)
+    for name in groups:
+        shape.groups_of(name)
+    for family in families:
+        for name in groups:
+            yield bench_case(family, name, shape, repeats=repeats, warmup=warmup, device=device,
+                             dtype=DTYPES[dtype])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+    return str(value)
+
+
+HEADERS = {
+    "family": "family", "groups": "groups", "bases": "K", "kanzoo_ms": "kanzoo ms", "conv_ms": "Conv2d ms",
+    "limit_ms": "limit ms", "limit_kind": "limit conv", "vs_limit": "kanzoo/limit", "vs_conv": "kanzoo/conv",
+    "saved_x": "saved (x input)", "conv_saved_x": "Conv2d saved",
+}
+
+
+def format_table(rows: Sequence[dict[str, object]], markdown: bool = False) -> str:
+    """Render rows as an aligned text table or a markdown table."""
+    headers = [HEADERS[c] for c in COLUMNS]
+    body = [[_cell(row[c]) for c in COLUMNS] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in body]
+    return "\n".join(lines)
+
+
+def machine_info(device: torch.device | str = "cpu") -> str:
+    """One line naming the machine: CPU model, cores, torch version, threads (and GPU when used)."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    text = (f"CPU: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+    if torch.device(device).type == "cuda":
+        text += f"; GPU: {torch.cuda.get_device_name(device)}"
+    return text
+
+
+def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the ``layers`` benchmark."""
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a small subset ({', '.join(QUICK_FAMILIES)} at groups {', '.join(QUICK_GROUPS)}, "
+                             "3 repeats) that finishes in well under a minute")
+    parser.add_argument("--families", nargs="+", default=None, metavar="FAMILY",
+                        help=f"families to measure (default: all: {' '.join(DEFAULT_FAMILIES)})")
+    parser.add_argument("--groups", nargs="+", default=None, metavar="G",
+                        help="groupings: integers, or 'dw' for depthwise (default: 1 8 dw)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds; the minimum is kept (default 5)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                        help="fp32, or bf16 under torch.autocast")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--batch", type=int, default=LayerShape.batch, help="batch size (default 16)")
+    parser.add_argument("--size", type=int, default=LayerShape.size, help="height and width (default 32)")
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    """Run the ``layers`` benchmark from parsed arguments and print the table."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda was asked for but no CUDA device is available; use --device cpu",
+              file=sys.stderr)
+        return 2
+    families = args.families or (QUICK_FAMILIES if args.quick else DEFAULT_FAMILIES)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        print(f"error: unknown families {unknown}; choose from {sorted(FAMILIES)}", file=sys.stderr)
+        return 2
+    groups = args.groups or (QUICK_GROUPS if args.quick else DEFAULT_GROUPS)
+    repeats = args.repeats or (3 if args.quick else 5)
+    shape = LayerShape(batch=args.batch, size=args.size)
+    try:
+        for name in groups:
+            shape.groups_of(name)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(machine_info(device))
+    print(f"forward+backward, batch {shape.batch}, {shape.in_channels}->{shape.out_channels} channels, "
+          f"{shape.size}x{shape.size}, {shape.kernel_size}x{shape.kernel_size}, {args.dtype}, {device}; "
+          f"min of {repeats} interleaved repeats")
+    rows = []
+    for row in bench_layers(families, groups, shape, repeats=repeats, device=device, dtype=args.dtype):
+        rows.append(row)
+        if not args.markdown:
+            print(f"  measured {row['family']} groups={row['groups']}", file=sys.stderr, flush=True)
+    print(format_table(rows, markdown=args.markdown))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m kanzoo.bench`` parser with its ``layers`` sub-command."""
+    parser = argparse.ArgumentParser(prog="python -m kanzoo.bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    layers = commands.add_parser("layers", help="time and measure the KAN convolution layers")
+    add_layers_arguments(layers)
+    layers.set_defaults(func=run_layers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m kanzoo.bench``."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
