@@ -1,0 +1,156 @@
+"""Pieces shared by kanzoo's architectures: the KAN conv factory, channel scaling, classifier heads."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from timm.layers import ClassifierHead
+from torch import nn
+
+from kanzoo.layers import canonical_conv_name, get_conv
+from kanzoo.layers.registry import BOTTLENECK_PREFIX
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+GroupsSpec = int | str
+# constructor arguments the architecture decides for every conv; a user cannot override them per model
+_STRUCTURAL_ARGS = frozenset({
+    "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+    "padding_mode", "norm_layer", "act_layer", "device", "dtype",
+})
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """``channels * width`` rounded to an integer of at least 1 (the width multiplier of every model)."""
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    return max(1, int(round(channels * width)))
+
+
+def _accepted_kwargs(cls: type) -> set[str]:
+    """Keyword arguments that ``cls.__init__`` (or any base class' ``__init__`` it forwards to) accepts."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is nn.Module or klass is object:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and param.name != "self":
+                names.add(param.name)
+    inner = getattr(cls, "kan_conv", None)
+    if inner is not None:
+        names |= _accepted_kwargs(inner)
+    return names
+
+
+class KANConvFactory:
+    """Builds every KAN convolution of one model from ``conv=``, ``groups=`` and the family arguments.
+
+    ``conv`` is any name ``kanzoo.layers.get_conv`` accepts (``'kagn'``, ``'gram'``, ``'bottleneck_kacn'``...).
+    ``family_kwargs`` (``degree=``, ``grid_size=``, ``dropout=``...) go to every conv; unknown names raise
+    a ``TypeError`` that lists what the family accepts. Each conv ends with ``norm_layer`` and, unless the
+    caller asks otherwise, ``act_layer``.
+    """
+
+    def __init__(self, conv: str = "kagn", *, groups: GroupsSpec = 1, norm_layer: Any = "batch",
+                 act_layer: Any = "silu", **family_kwargs: Any) -> None:
+        self.conv = canonical_conv_name(conv)
+        self.conv_cls = get_conv(self.conv, ndim=2)
+        self.plain_cls = get_conv(self.conv.removeprefix(BOTTLENECK_PREFIX), ndim=2)
+        if not (groups == "depthwise" or (isinstance(groups, int) and groups >= 1)):
+            raise ValueError(f"groups must be a positive int or 'depthwise', got {groups!r}")
+        self.groups = groups
+        self.norm_layer = norm_layer
+        self.act_layer = act_layer
+        accepted = _accepted_kwargs(self.conv_cls) - _STRUCTURAL_ARGS
+        structural = sorted(set(family_kwargs) & _STRUCTURAL_ARGS)
+        if structural:
+            raise TypeError(f"{structural} are set by the architecture for each conv and cannot be passed to "
+                            "the model; use the model's own arguments (groups=, norm_layer=, act_layer=)")
+        unknown = sorted(set(family_kwargs) - accepted)
+        if unknown:
+            raise TypeError(f"conv={conv!r} ({self.conv_cls.__name__}) does not accept {unknown}; "
+                            f"it accepts {sorted(accepted)}")
+        self.family_kwargs = family_kwargs
+        self.plain_kwargs = {k: v for k, v in family_kwargs.items() if k in _accepted_kwargs(self.plain_cls)}
+
+    def block_groups(self, in_chs: int, out_chs: int) -> int:
+        """Groups of a conv inside a block: the ``groups`` setting, or ``gcd(in, out)`` for 'depthwise'."""
+        if self.groups == "depthwise":
+            return math.gcd(in_chs, out_chs)
+        return int(self.groups)
+
+    def __call__(self, in_chs: int, out_chs: int, kernel_size: int = 3, *, stride: int = 1, dilation: int = 1,
+                 grouped: bool = False, act: bool = True, plain: bool = False) -> nn.Module:
+        """A KAN conv with 'same'-style padding; ``grouped`` applies ``groups=``; ``plain`` drops the bottleneck."""
+        cls, kwargs = (self.plain_cls, self.plain_kwargs) if plain else (self.conv_cls, self.family_kwargs)
+        groups = self.block_groups(in_chs, out_chs) if grouped else 1
+        padding = dilation * (kernel_size - 1) // 2
+        return cls(in_chs, out_chs, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                   bias=False, norm_layer=self.norm_layer, act_layer=self.act_layer if act else None, **kwargs)
+
+
+def make_factory(conv: str, groups: GroupsSpec, conv_kwargs: dict[str, Any] | None, family_kwargs: dict[str, Any],
+                 norm_layer: Any, act_layer: Any) -> KANConvFactory:
+    """A factory from a model's arguments; ``conv_kwargs`` and loose family kwargs are merged (loose wins)."""
+    merged = {**(conv_kwargs or {}), **family_kwargs}
+    return KANConvFactory(conv, groups=groups, norm_layer=norm_layer, act_layer=act_layer, **merged)
+
+
+def make_head(num_features: int, num_classes: int, global_pool: str, drop_rate: float) -> ClassifierHead:
+    """timm's pool -> dropout -> linear head; refuses a linear layer over an unpooled map."""
+    check_head_args(num_classes, global_pool)
+    return ClassifierHead(num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+
+
+def check_head_args(num_classes: int, global_pool: str | None) -> None:
+    """Raise for a head that cannot work: negative classes, or classes without pooling."""
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
+    if global_pool == "" and num_classes > 0:
+        raise ValueError("global_pool='' (no pooling) returns the feature map and needs num_classes=0; "
+                         "pass num_classes=0 or a pool type such as global_pool='avg'")
+
+
+def check_input_size(x: torch.Tensor, multiple: int, name: str) -> None:
+    """Raise a ``ValueError`` naming the multiple when H or W of ``x`` is not a multiple of ``multiple``."""
+    height, width = x.shape[-2:]
+    if height % multiple or width % multiple:
+        fit_h, fit_w = (math.ceil(s / multiple) * multiple for s in (height, width))
+        raise ValueError(f"{name} needs input height and width that are multiples of {multiple} (its output "
+                         f"stride), got {height}x{width}; pad or resize the input, e.g. to {fit_h}x{fit_w}")
+
+
+class KANClassifierMixin:
+    """timm's classifier API over a ``ClassifierHead`` named ``head``; the model defines ``forward_features``."""
+
+    head: ClassifierHead
+    num_classes: int
+    grad_checkpointing: bool
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout and classify a feature map; ``pre_logits`` stops after pooling."""
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (``nn.Identity`` when ``num_classes == 0``)."""
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a fresh one for ``num_classes`` (0 removes it), optionally re-pooling."""
+        check_head_args(num_classes, self.head.global_pool.pool_type if global_pool is None else global_pool)
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in backward instead of storing them (saves memory)."""
+        self.grad_checkpointing = enable

@@ -1,0 +1,57 @@
+"""kanzoo's view of timm's registry: create, list and check kanzoo's own entries."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import timm
+from timm.models import get_arch_name
+from timm.models._registry import _model_entrypoints
+from torch import nn
+
+_PACKAGE = "kanzoo."
+_SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
+def _kanzoo_architectures() -> set[str]:
+    """Names of the registered entry points that live in kanzoo's modules."""
+    return {name for name, fn in _model_entrypoints.items() if fn.__module__.startswith(_PACKAGE)}
+
+
+def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
+    """kanzoo's registry entries (sorted), optionally filtered by a wildcard ``pattern`` like ``'reskanet*'``.
+
+    With ``pretrained=True`` only entries with downloadable weights are listed, as ``'arch.tag'`` names.
+    """
+    ours = _kanzoo_architectures()
+    names = timm.list_models(filter=pattern or "", pretrained=pretrained)
+    return [name for name in names if get_arch_name(name) in ours]
+
+
+def is_model(name: str) -> bool:
+    """Whether ``name`` (``'arch'`` or ``'arch.tag'``) is one of kanzoo's registry entries."""
+    return get_arch_name(name) in _kanzoo_architectures()
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build a kanzoo model by registry name, exactly like ``timm.create_model``.
+
+    ``name`` is an entry (``'reskanet_18'``), an entry with a weights tag, or a timm source prefix
+    (``'hf-hub:org/repo'``, ``'local-dir:/path'``). ``kwargs`` go to the architecture: ``conv=``,
+    ``groups=``, family arguments (``degree=``...), ``in_chans``, ``num_classes``, ``features_only``...
+    """
+    if not name.startswith(_SOURCE_PREFIXES) and not is_model(name):
+        raise ValueError(_unknown_model_message(name))
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+def _unknown_model_message(name: str) -> str:
+    ours = sorted(_kanzoo_architectures())
+    close = difflib.get_close_matches(get_arch_name(name), ours, n=3)
+    message = f"unknown kanzoo model {name!r}"
+    if get_arch_name(name) in _model_entrypoints:
+        message += " (it is a timm model: build it with timm.create_model)"
+    if close:
+        message += f"; did you mean {' or '.join(map(repr, close))}?"
+    return message + " (kanzoo.list_models() lists every entry; `kanzoo list` prints them with sizes)"
