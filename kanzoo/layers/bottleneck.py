@@ -80,10 +80,14 @@ class BottleneckKANConvBase(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_conv_input(x, self.kan.ndim, self.in_channels, type(self).__name__)
+        unbatched = x.dim() == self.kan.ndim + 1
+        if unbatched:
+            x = x.unsqueeze(0)
         y = self.out_proj(self.kan(self.inner_proj(x)))
         if self.base_conv is not None:
             y = y + self.base_conv(self.base_activation(x))
-        return self.act(self.norm(y))
+        y = self.act(self.norm(y))
+        return y.squeeze(0) if unbatched else y
 
 
 def _bottleneck_classes(family: str) -> tuple[type[BottleneckKANConvBase], ...]:
