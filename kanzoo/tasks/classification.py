@@ -1,0 +1,173 @@
+"""Fine-tuning a classifier on an ImageFolder tree, and evaluating one (top-1 / top-5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.data import create_transform, resolve_data_config
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import distributed
+from .data import ImageDataset, discover_classification, discover_eval_images
+from .errors import TaskError
+from .metrics import topk_correct
+from .modeling import create_task_model, is_segmentation, label_names, save_task_model, set_task_cfg
+from .runs import RunFolder
+from .train import FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, seed_everything
+
+CLASSIFICATION_COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_time_s",
+                          "skipped_images")
+TRAIN_CROP_SCALE = (0.25, 1.0)
+
+
+def data_config(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
+    """timm's preprocessing config for ``model``, with the input size overridden by ``img_size``."""
+    cfg = resolve_data_config(model=model)
+    if img_size is not None:
+        if img_size < 8:
+            raise TaskError(f"--img-size must be at least 8 pixels, got {img_size}")
+        cfg["input_size"] = (cfg["input_size"][0], img_size, img_size)
+    return cfg
+
+
+def transforms(cfg: dict[str, Any]) -> tuple[Any, Any]:
+    """Training (random resized crop, flip, colour jitter) and evaluation (resize, centre crop) transforms."""
+    train = create_transform(**cfg, is_training=True, scale=TRAIN_CROP_SCALE)
+    val = create_transform(**cfg)
+    return train, val
+
+
+def _classifier_step(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-batch sums: loss, top-1 hits, top-5 hits, images."""
+    top1, top5 = topk_correct(logits, targets, (1, 5))
+    loss = float(F.cross_entropy(logits, targets, reduction="sum"))
+    return torch.tensor([loss, float(top1), float(top5), float(len(targets))], dtype=torch.double)
+
+
+def _classification_metrics(sums: torch.Tensor) -> dict[str, float]:
+    loss, top1, top5, count = sums.tolist()
+    return {"val_loss": loss / count, "val_top1": top1 / count, "val_top5": top5 / count}
+
+
+def _freeze_backbone(model: nn.Module) -> None:
+    head = list(model.get_classifier().parameters())
+    if not head:
+        raise TaskError("--freeze-backbone needs a classifier with parameters, but this model's head has none")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head:
+        p.requires_grad_(True)
+
+
+def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10, batch_size: int = 32,
+             lr: float = 1e-3, weight_decay: float = 0.05, img_size: int | None = None, pretrained: bool | None = None,
+             freeze_backbone: bool = False, amp: bool = False, workers: int | None = None, seed: int = 0,
+             resume: bool = False, overwrite: bool = False, val_split: float | None = None,
+             push_to_hub: str | None = None, device: str | None = None, progress: bool | None = None,
+             model_kwargs: dict[str, Any] | None = None) -> FitResult:
+    """Fine-tune ``model`` (``name[.tag]``, ``hf-hub:`` id or hub-ready folder) on an ImageFolder tree.
+
+    Writes ``out/metrics.csv``, ``out/curves.png``, the best model as a hub-ready folder ``out/best`` and the
+    resumable ``out/last.pt``. Under ``torchrun`` every process trains a shard (DDP); only rank 0 writes.
+    """
+    settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress)
+    settings.check()
+    run = RunFolder(out, resume=resume, overwrite=overwrite)
+    found = discover_classification(data, val_split, seed)
+    info = distributed.setup(device)
+    try:
+        seed_everything(seed)
+        net = create_task_model(model, pretrained=False if resume else pretrained, num_classes=len(found.classes),
+                                **(model_kwargs or {}))
+        if is_segmentation(net):
+            raise TaskError(f"{model} is a segmentation model; use `kanzoo segment` for it")
+        cfg = data_config(net, img_size)
+        train_tf, val_tf = transforms(cfg)
+        if freeze_backbone:
+            _freeze_backbone(net)
+        set_task_cfg(net, classes=found.classes, input_size=cfg["input_size"], mean=cfg["mean"], std=cfg["std"])
+        if info.is_main:
+            run.prepare()
+            tqdm.write(f"{model}: {len(found.classes)} classes, {len(found.train)} training and {len(found.val)} "
+                       f"validation images, input {cfg['input_size']}, {info.world} process(es) on {info.device}")
+        distributed.barrier(info)
+        dataset_name = Path(data).resolve().name
+
+        def evaluate(net_: nn.Module, loader, info_) -> dict[str, float]:
+            sums, skipped = accumulate(net_, loader, info_, settings.amp, _classifier_step,
+                                       settings.progress)
+            return {**_classification_metrics(sums), "skipped_images": skipped}
+
+        def save_best(net_: nn.Module, folder: Path, row: dict[str, float]) -> None:
+            save_task_model(net_, folder, metrics={"top1": row["val_top1"], "top5": row["val_top5"]},
+                            dataset=dataset_name)
+
+        spec = TaskSpec(
+            name="finetune", loss_fn=nn.CrossEntropyLoss(), evaluate=evaluate, metric="val_top1",
+            columns=CLASSIFICATION_COLUMNS, score_columns=("val_top1", "val_top5"),
+            run_info={"model": model, "classes": found.classes, "input_size": list(cfg["input_size"])},
+            save_best=save_best,
+        )
+        result = fit(net, net.parameters(), ImageDataset(found.train, train_tf), ImageDataset(found.val, val_tf),
+                     spec, run, settings, info)
+        if info.is_main:
+            tqdm.write(f"best val_top1 {result.best_metric:.4f} (epoch {result.best_epoch}); hub-ready model in "
+                       f"{result.best_dir}")
+            if push_to_hub:
+                _push(result, push_to_hub, dataset_name)
+        return result
+    finally:
+        distributed.teardown(info)
+
+
+def _push(result: FitResult, repo_id: str, dataset: str) -> None:
+    import kanzoo
+
+    best = create_task_model(str(result.best_dir))
+    row = next(r for r in result.history if r["epoch"] == result.best_epoch)
+    metrics = {k: row[k] for k in ("val_top1", "val_top5", "val_miou", "val_dice") if k in row}
+    url = kanzoo.push_to_hub(best, repo_id, metrics=metrics, dataset=dataset)
+    tqdm.write(f"pushed the best model to {repo_id}" + (f" ({url})" if url else ""))
+
+
+def class_mapping(data_classes: Sequence[str], model: nn.Module) -> list[int]:
+    """For each data-set class, the model output it corresponds to (by saved class names, else by order)."""
+    names = label_names(model)
+    synsets = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+    for known in (names, synsets):
+        if known and set(data_classes) <= set(known):
+            index = {name: i for i, name in enumerate(known)}
+            return [index[name] for name in data_classes]
+    if names:
+        missing = sorted(set(data_classes) - set(names))
+        raise TaskError(f"the model does not know the classes {', '.join(missing[:5])}; its classes are "
+                        f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+    if len(data_classes) != model.num_classes:
+        raise TaskError(f"the data has {len(data_classes)} classes but the model predicts {model.num_classes}; "
+                        "evaluate a model fine-tuned on these classes")
+    return list(range(len(data_classes)))
+
+
+def evaluate_classifier(model: nn.Module, data: str | Path, *, batch_size: int = 64, img_size: int | None = None,
+                        workers: int | None = None, amp: bool = False, device: str | None = None,
+                        progress: bool | None = None) -> dict[str, float]:
+    """Top-1 / top-5 accuracy and loss of a classifier on ``data/val`` (or ``data``'s class folders)."""
+    classes, samples = discover_eval_images(data)
+    mapping = class_mapping(classes, model)
+    samples = [(path, mapping[label]) for path, label in samples]
+    settings = TrainSettings(batch_size=batch_size, workers=workers, amp=amp, device=device, progress=progress)
+    info = distributed.setup(device)
+    try:
+        _, val_tf = transforms(data_config(model, img_size))
+        model.to(info.device)
+        loader = eval_loader(ImageDataset(samples, val_tf), settings, info)
+        sums, skipped = accumulate(model, loader, info, amp, _classifier_step, progress)
+        metrics = _classification_metrics(sums)
+        return {"top1": metrics["val_top1"], "top5": metrics["val_top5"], "loss": metrics["val_loss"],
+                "images": int(sums[3]), "skipped_images": skipped}
+    finally:
+        distributed.teardown(info)

@@ -1,0 +1,126 @@
+"""Models for the tasks: build by name (with suggestions for typos), from a hub-ready folder or the Hub;
+class names; saving the best model as a hub-ready folder."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+import kanzoo
+
+from .errors import TaskError
+from .runs import atomic_write_text
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+def is_segmentation(model: nn.Module) -> bool:
+    """True for models that return per-pixel logits (UKANet, U2KANet)."""
+    return bool(getattr(unwrap(model), "is_segmentation", False))
+
+
+def is_folder_source(source: str) -> bool:
+    """True when ``source`` names a local hub-ready folder (one holding ``config.json``)."""
+    path = Path(source)
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def check_model_name(name: str) -> None:
+    """Raise a :class:`TaskError` suggesting close registered names when ``name[.tag]`` is unknown."""
+    arch, _, tag = name.partition(".")
+    if kanzoo.is_model(arch):
+        if tag and name not in kanzoo.list_models(arch, pretrained=True):
+            tags = [n.partition(".")[2] for n in kanzoo.list_models(arch, pretrained=True)]
+            have = f"its tags are: {', '.join(tags)}" if tags else f"{arch} has no pretrained weights yet"
+            raise TaskError(f"unknown pretrained tag {tag!r} for {arch}; {have}")
+        return
+    if Path(name).exists():
+        raise TaskError(f"{name} is a path but not a hub-ready folder (it has no config.json); pass a folder "
+                        "written by save_pretrained or a registered model name")
+    close = difflib.get_close_matches(arch, kanzoo.list_models(), n=5, cutoff=0.5)
+    hint = f"did you mean: {', '.join(close)}?" if close else "run `kanzoo list-models` to see every name"
+    raise TaskError(f"unknown model {name!r}; {hint}")
+
+
+def has_pretrained(name: str) -> bool:
+    """True when the registry has pretrained weights for ``name`` (an architecture or ``arch.tag``)."""
+    arch = name.partition(".")[0]
+    available = kanzoo.list_models(arch, pretrained=True)
+    return name in available if "." in name else bool(available)
+
+
+def create_task_model(source: str, *, pretrained: bool | None = None, **kwargs: Any) -> nn.Module:
+    """Build a model from a registered ``name[.tag]``, an ``hf-hub:`` id or a hub-ready folder.
+
+    ``pretrained=None`` loads weights when they exist (always for folders and ``hf-hub:``). ``kwargs`` go to
+    the model (e.g. ``num_classes``); for saved models the head is reset instead when the class count differs.
+    """
+    if source.startswith("hf-hub:") or is_folder_source(source):
+        num_classes = kwargs.pop("num_classes", None)
+        name = source if source.startswith("hf-hub:") else f"local-dir:{Path(source).resolve()}"
+        model = kanzoo.create_model(name, pretrained=True, **kwargs)
+        if num_classes is not None and num_classes != getattr(model, "num_classes", num_classes):
+            if is_segmentation(model):
+                raise TaskError(f"{source} predicts {model.num_classes} classes but the data has {num_classes}; "
+                                "start from a registered architecture name instead")
+            model.reset_classifier(num_classes)
+        return model
+    check_model_name(source)
+    if pretrained is None:
+        pretrained = has_pretrained(source)
+    return kanzoo.create_model(source, pretrained=pretrained, **kwargs)
+
+
+def label_names(model: nn.Module) -> list[str] | None:
+    """Class names of a model's outputs: saved ones, ImageNet's for ImageNet heads, else None."""
+    cfg = getattr(unwrap(model), "pretrained_cfg", None) or {}
+    names = cfg.get("label_names")
+    if names:
+        return [names[str(i)] if isinstance(names, dict) and str(i) in names else names[i]
+                for i in range(len(names))]
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset(unwrap(model))
+    if subset is None:
+        return None
+    info = ImageNetInfo(subset)
+    return [info.index_to_description(i) for i in range(unwrap(model).num_classes)]
+
+
+def set_task_cfg(model: nn.Module, *, classes: Sequence[str] | None, input_size: tuple[int, int, int] | None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+    """Record the fine-tuned class names and preprocessing in the model's pretrained cfg (saved with it)."""
+    model = unwrap(model)
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if classes is not None:
+        cfg["label_names"] = list(classes)
+        cfg["num_classes"] = len(classes)
+        cfg.pop("label_descriptions", None)
+    if input_size is not None:
+        cfg["input_size"] = tuple(input_size)
+        cfg.pop("test_input_size", None)
+    if mean is not None:
+        cfg["mean"], cfg["std"] = tuple(mean), tuple(std)
+    model.pretrained_cfg = cfg
+
+
+def save_task_model(model: nn.Module, folder: Path, *, metrics: dict[str, float] | None = None,
+                    dataset: str | None = None) -> Path:
+    """Save a hub-ready folder with :func:`kanzoo.save_pretrained`, keeping the class names in config.json."""
+    model = unwrap(model)
+    path = Path(kanzoo.save_pretrained(model, folder, metrics=metrics, dataset=dataset))
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+    config_path = path / "config.json"
+    if names and config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("label_names") != list(names):
+            config["label_names"] = list(names)
+            atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+    return path

@@ -1,0 +1,309 @@
+"""The training loop shared by fine-tuning and segmentation: AdamW + cosine, AMP, DDP, atomic resumable state."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm.auto import tqdm
+
+from . import distributed
+from .data import Batch, ShardSampler, Skipped, collate_skipping
+from .distributed import DistInfo
+from .errors import TaskError
+from .modeling import unwrap
+from .runs import RunFolder, rng_state, set_rng_state
+
+CHECKPOINT_FORMAT = "kanzoo-run/1"
+MIN_LR_FACTOR = 0.01
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation and runtime settings common to every training task."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    workers: int | None = None
+    seed: int = 0
+    amp: bool = False
+    device: str | None = None
+    progress: bool | None = None
+
+    def check(self) -> None:
+        """Reject settings that cannot work."""
+        if self.epochs < 1:
+            raise TaskError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise TaskError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise TaskError(f"--lr must be positive, got {self.lr}")
+        if self.workers is not None and self.workers < 0:
+            raise TaskError(f"--workers must be 0 or more, got {self.workers}")
+
+    @property
+    def num_workers(self) -> int:
+        """Data-loading worker processes (default: up to 4, leaving a core free)."""
+        if self.workers is not None:
+            return self.workers
+        return min(4, max((os.cpu_count() or 1) - 1, 0))
+
+
+@dataclass
+class FitResult:
+    """What a training run produced."""
+
+    out: Path
+    best_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+
+
+@dataclass
+class TaskSpec:
+    """What differs between tasks: loss, evaluation, metric to select the best model, outputs."""
+
+    name: str
+    loss_fn: nn.Module
+    evaluate: Callable[[nn.Module, DataLoader, DistInfo], dict[str, float]]
+    metric: str
+    columns: Sequence[str]
+    score_columns: Sequence[str]
+    run_info: dict[str, Any]
+    save_best: Callable[[nn.Module, Path, dict[str, float]], None]
+    on_epoch_end: Callable[[nn.Module, RunFolder], None] | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(info: DistInfo, enabled: bool):
+    """Mixed precision context: float16 on CUDA, bfloat16 on CPU."""
+    dtype = torch.float16 if info.device.type == "cuda" else torch.bfloat16
+    return torch.autocast(info.device.type, dtype=dtype, enabled=enabled)
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int, sampler: Sampler, info: DistInfo,
+                drop_last: bool = False) -> DataLoader:
+    """A loader that drops unreadable samples (see :func:`collate_skipping`)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_skipping, pin_memory=info.device.type == "cuda", drop_last=drop_last)
+
+
+def eval_loader(dataset: Dataset, settings: TrainSettings, info: DistInfo) -> DataLoader:
+    """An in-order loader over this process's share of ``dataset``."""
+    return make_loader(dataset, settings.batch_size, settings.num_workers,
+                       ShardSampler(len(dataset), info.rank, info.world), info)
+
+
+def accumulate(model: nn.Module, loader: DataLoader, info: DistInfo, amp: bool,
+               step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], progress: bool | None = False,
+               desc: str = "eval") -> tuple[torch.Tensor, int]:
+    """Sum ``step(outputs, targets)`` over the loader without gradients, reduced over processes.
+
+    Returns the summed tensor and the number of skipped (unreadable) samples over all processes.
+    """
+    model.eval()
+    total: torch.Tensor | None = None
+    skipped = 0
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, leave=False, disable=_bar_disabled(progress, info)):
+            skipped += len(batch.skipped)
+            _warn_skipped(batch.skipped, info)
+            if batch.inputs is None:
+                continue
+            with autocast(info, amp):
+                outputs = model(batch.inputs.to(info.device, non_blocking=True))
+            sums = step(outputs.float(), batch.targets.to(info.device)).double().cpu()
+            total = sums if total is None else total + sums
+    if total is None:
+        raise TaskError("no readable validation samples; check the validation images")
+    counts = distributed.all_sum(torch.cat([total, torch.tensor([float(skipped)], dtype=torch.double)]), info)
+    return counts[:-1], int(counts[-1])
+
+
+def _bar_disabled(progress: bool | None, info: DistInfo) -> bool | None:
+    if not info.is_main:
+        return True
+    return None if progress is None else not progress
+
+
+def _warn_skipped(skipped: Iterable[Skipped], info: DistInfo) -> None:
+    if info.is_main:
+        for item in skipped:
+            warnings.warn(f"skipped unreadable image {item.path} ({item.reason})", stacklevel=2)
+
+
+def _cosine(total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        progress = min(step / max(total_steps, 1), 1.0)
+        return MIN_LR_FACTOR + (1 - MIN_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
+    states: list[Any] = [None] * info.world
+    if info.enabled:
+        dist.all_gather_object(states, rng_state())
+    else:
+        states[0] = rng_state()
+    return states
+
+
+def _check_resumable(state: dict[str, Any], spec: TaskSpec, run: RunFolder) -> None:
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("task") != spec.name:
+        raise TaskError(f"{run.checkpoint_path} is not a kanzoo {spec.name} checkpoint; pass --overwrite to start over")
+    saved = state["run_info"]
+    for key, value in spec.run_info.items():
+        if key in saved and saved[key] != value:
+            raise TaskError(f"cannot resume: the run in {run.path} used {key}={saved[key]!r} but this command asks "
+                            f"for {value!r}; repeat the original arguments or pass --overwrite to start over")
+
+
+def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, val_set: Dataset, spec: TaskSpec,
+        run: RunFolder, settings: TrainSettings, info: DistInfo) -> FitResult:
+    """Train ``model`` on ``train_set``, validating every epoch; writes the run's outputs on the main process."""
+    model.to(info.device)
+    params = [p for p in params if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    sampler = DistributedSampler(train_set, num_replicas=info.world, rank=info.rank, shuffle=True,
+                                 seed=settings.seed)
+    train_loader = make_loader(train_set, settings.batch_size, settings.num_workers, sampler, info,
+                               drop_last=len(sampler) > settings.batch_size)
+    val_loader = eval_loader(val_set, settings, info)
+    steps_per_epoch = max(len(train_loader), 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(settings.epochs * steps_per_epoch))
+    scaler = torch.amp.GradScaler(info.device.type, enabled=settings.amp and info.device.type == "cuda")
+    result = FitResult(run.path, run.best_dir)
+    start_epoch = 0
+    if run.resume:
+        state = run.load_checkpoint()
+        _check_resumable(state, spec, run)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"]
+        result.history = state["history"]
+        result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
+        rngs = state["rng"]
+        if len(rngs) == info.world:
+            set_rng_state(rngs[info.rank])
+        if info.is_main:
+            tqdm.write(f"resuming {run.path} after epoch {start_epoch}")
+    if start_epoch >= settings.epochs and info.is_main:
+        tqdm.write(f"{run.path} already finished {start_epoch} epochs; pass a larger --epochs to train more")
+    train_model = model
+    if info.enabled:
+        device_ids = [info.device.index] if info.device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    epoch = start_epoch
+    try:
+        epochs = tqdm(range(start_epoch + 1, settings.epochs + 1), desc=spec.name, initial=start_epoch,
+                      total=settings.epochs, disable=_bar_disabled(settings.progress, info))
+        for epoch in epochs:
+            row = _train_epoch(train_model, train_loader, sampler, epoch, optimizer, scheduler, scaler, spec,
+                               settings, info)
+            started = row.pop("_started")
+            metrics = spec.evaluate(model, val_loader, info)
+            row["skipped_images"] += metrics.pop("skipped_images", 0)
+            row.update(metrics)
+            row["epoch_time_s"] = time.perf_counter() - started
+            result.history.append(row)
+            improved = row[spec.metric] > result.best_metric
+            if improved:
+                result.best_metric, result.best_epoch = row[spec.metric], epoch
+            rngs = _gather_rng(info)
+            if info.is_main:
+                _write_epoch(model, optimizer, scheduler, scaler, epoch, rngs, result, spec, run, improved, row)
+                epochs.write(_summary(row, spec))
+            distributed.barrier(info)
+    except KeyboardInterrupt:
+        if info.is_main:
+            tqdm.write(f"interrupted during epoch {epoch}; {run.checkpoint_path} holds the state after epoch "
+                       f"{epoch - 1}: run the same command with --resume to continue")
+        raise
+    return result
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampler, epoch: int,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler, spec: TaskSpec,
+                 settings: TrainSettings, info: DistInfo) -> dict[str, Any]:
+    started = time.perf_counter()
+    sampler.set_epoch(epoch)
+    model.train()
+    loss_sum, seen, skipped = 0.0, 0, 0
+    lr = optimizer.param_groups[0]["lr"]
+    batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=_bar_disabled(settings.progress, info))
+    for batch in batches:
+        batch: Batch
+        skipped += len(batch.skipped)
+        _warn_skipped(batch.skipped, info)
+        size = 0 if batch.inputs is None else len(batch.inputs)
+        if distributed.all_min(size, info) == 0:
+            continue
+        inputs = batch.inputs.to(info.device, non_blocking=True)
+        targets = batch.targets.to(info.device, non_blocking=True)
+        with autocast(info, settings.amp):
+            loss = spec.loss_fn(model(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_sum += float(loss.detach()) * size
+        seen += size
+        batches.set_postfix(loss=f"{loss_sum / seen:.4f}")
+    sums = distributed.all_sum(torch.tensor([loss_sum, float(seen), float(skipped)], dtype=torch.double), info)
+    if sums[1] == 0:
+        raise TaskError("no readable training samples in this epoch; check the training images")
+    train_loss = float(sums[0] / sums[1])
+    if not math.isfinite(train_loss):
+        raise TaskError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {settings.lr})"
+                        + (" or drop --amp" if settings.amp else ""))
+    return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "skipped_images": int(sums[2]), "_started": started}
+
+
+def _write_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+                 epoch: int, rngs: list[dict[str, Any]], result: FitResult, spec: TaskSpec, run: RunFolder,
+                 improved: bool, row: dict[str, Any]) -> None:
+    if improved:
+        run.replace_dir(run.best_dir.name, lambda folder: spec.save_best(model, folder, row))
+    if spec.on_epoch_end is not None:
+        spec.on_epoch_end(model, run)
+    run.save_checkpoint({
+        "format": CHECKPOINT_FORMAT, "task": spec.name, "epoch": epoch, "run_info": spec.run_info,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(), "rng": rngs, "best_metric": result.best_metric,
+        "best_epoch": result.best_epoch, "history": result.history,
+    })
+    run.write_metrics(result.history, spec.columns)
+    run.write_curves(result.history, ["train_loss", "val_loss"], spec.score_columns)
+
+
+def _summary(row: dict[str, Any], spec: TaskSpec) -> str:
+    shown = ["train_loss", "val_loss", *spec.score_columns]
+    parts = [f"{key} {row[key]:.4f}" for key in shown]
+    if row["skipped_images"]:
+        parts.append(f"skipped {row['skipped_images']} unreadable images")
+    return f"epoch {row['epoch']}: " + ", ".join(parts)
