@@ -1,14 +1,67 @@
-"""The one place where every kanzoo architecture is built (timm's builder plus kanzoo's weight loading)."""
+"""The one place where every kanzoo architecture is built (timm's builder plus kanzoo's weight loading).
+
+Pretrained weights go through a loader that the hub floor installs with :func:`set_pretrained_loader`
+(``import kanzoo`` does it). The loader fetches the state dict before the model is built (so a
+missing file fails fast), then prepares it for the built model (format conversion, ``in_chans``
+adaptation, head reset, strict key checks); timm's builder does the rest (features_only wrapping).
+Without a loader, timm's own pretrained loading is used.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from timm.models import build_model_with_cfg
+from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
+
+StateDict = dict[str, Any]
+
+# placeholder handed to timm as the in-memory source; the filter below swaps in the real state dict
+_PENDING = "kanzoo.pending_state_dict"
+
+
+class PretrainedLoader(Protocol):
+    """What the hub provides: fetch a checkpoint for a pretrained cfg, then fit it to a built model."""
+
+    def fetch(self, pretrained_cfg: dict[str, Any], cache_dir: Any = None) -> StateDict: ...
+
+    def prepare(self, state: StateDict, model: nn.Module, pretrained_cfg: dict[str, Any]) -> StateDict: ...
+
+
+_loader: PretrainedLoader | None = None
+
+
+def set_pretrained_loader(loader: PretrainedLoader | None) -> None:
+    """Install (or remove, with None) the loader used for ``pretrained=True``."""
+    global _loader
+    _loader = loader
 
 
 def build_kan_model(model_cls: type[nn.Module], variant: str, pretrained: bool = False, *,
                     feature_cfg: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
     """Build ``model_cls`` for the registry entry ``variant`` with its pretrained cfg (timm-style)."""
-    return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+    if not pretrained or _loader is None:
+        return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+    loader = _loader
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.pop("pretrained_cfg", None),
+                                 pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None)).to_dict()
+    state = loader.fetch(cfg, cache_dir=kwargs.pop("cache_dir", None))
+    if "in_chans" in kwargs and cfg.get("input_size"):
+        # the state dict handed to timm is already adapted to in_chans, so timm must not adapt it again
+        cfg["input_size"] = (kwargs["in_chans"], *cfg["input_size"][1:])
+    full_cfg = dict(cfg)
+    # timm sees only the placeholder source and no classifier: the loader has already fitted the head
+    for key in ("state_dict", "file", "url", "classifier"):
+        cfg.pop(key, None)
+    cfg["state_dict"] = {_PENDING: True}
+
+    def fit(_placeholder: StateDict, model: nn.Module) -> StateDict:
+        return loader.prepare(state, model, full_cfg)
+
+    model = build_model_with_cfg(model_cls, variant, True, pretrained_cfg=cfg, feature_cfg=feature_cfg,
+                                 pretrained_filter_fn=fit, **kwargs)
+    model.pretrained_cfg.pop("state_dict", None)
+    keep = ("file", "url") if "num_classes" not in model.pretrained_cfg else ("file", "url", "classifier")
+    model.pretrained_cfg.update({k: full_cfg[k] for k in keep if k in full_cfg})
+    return model

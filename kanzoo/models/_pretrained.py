@@ -1,21 +1,44 @@
-"""Pretrained cfgs generated from ``weights_manifest.json``, the single source of truth for weights."""
+"""Pretrained cfgs generated from ``weights_manifest.json``, the single source of truth for weights.
+
+The packaged manifest is used unless the environment variable ``KANZOO_WEIGHTS_MANIFEST`` names
+another manifest file (a mirror, or a test manifest pointing at a local Hub server).
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 from importlib import resources
 from typing import Any
+
+MANIFEST_ENV = "KANZOO_WEIGHTS_MANIFEST"
 
 # manifest fields that map one-to-one onto timm's PretrainedCfg
 _CFG_FIELDS = ("num_classes", "input_size", "mean", "std", "interpolation", "crop_pct", "license", "hf_hub_filename")
 
 
-@functools.lru_cache(maxsize=1)
-def load_manifest() -> dict[str, dict[str, Any]]:
-    """The packaged ``weights_manifest.json``: ``{'architecture.tag': entry}``."""
-    text = resources.files("kanzoo").joinpath("weights_manifest.json").read_text(encoding="utf-8")
+@functools.lru_cache(maxsize=8)
+def _read_manifest(path: str | None, mtime_ns: int) -> dict[str, dict[str, Any]]:
+    if path is None:
+        text = resources.files("kanzoo").joinpath("weights_manifest.json").read_text(encoding="utf-8")
+    else:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     return json.loads(text)
+
+
+def manifest_path() -> str | None:
+    """The manifest file named by ``KANZOO_WEIGHTS_MANIFEST``, or None for the packaged one."""
+    return os.environ.get(MANIFEST_ENV) or None
+
+
+def load_manifest() -> dict[str, dict[str, Any]]:
+    """The active ``weights_manifest.json``: ``{'architecture.tag': entry}`` (re-read when the file changes)."""
+    path = manifest_path()
+    if path is not None and not os.path.isfile(path):
+        raise FileNotFoundError(f"{MANIFEST_ENV}={path!r} does not name a file; unset it to use the packaged manifest")
+    return _read_manifest(path, os.stat(path).st_mtime_ns if path else 0)
 
 
 def pretrained_cfgs(architecture: str, **base_cfg: Any) -> dict[str, dict[str, Any]]:
@@ -27,8 +50,12 @@ def pretrained_cfgs(architecture: str, **base_cfg: Any) -> dict[str, dict[str, A
             continue
         cfg = dict(base_cfg)
         cfg.update({k: entry[k] for k in _CFG_FIELDS if k in entry})
-        if "input_size" in cfg:
-            cfg["input_size"] = tuple(cfg["input_size"])
-        cfg["hf_hub_id"] = entry["hf_hub_id"]
+        if entry.get("filename"):
+            cfg["hf_hub_filename"] = entry["filename"]
+        for key in ("input_size", "mean", "std"):
+            if key in cfg:
+                cfg[key] = tuple(cfg[key])
+        revision = entry.get("revision") or "main"
+        cfg["hf_hub_id"] = entry["hf_hub_id"] if revision == "main" else f"{entry['hf_hub_id']}@{revision}"
         cfgs[f"{arch}.{tag}"] = cfg
     return cfgs or {architecture: dict(base_cfg)}

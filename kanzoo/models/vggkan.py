@@ -13,6 +13,7 @@ InstanceNorm). ``vggkan_13/16/19`` deepen the VGG11v4 stages the way VGG13/16/19
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from typing import Any, Mapping, Sequence, Union
@@ -63,6 +64,26 @@ def _check_layout(cfg: Sequence[LayoutItem]) -> list[LayoutItem]:
     if layout[0] == "M":
         raise ValueError(f"cfg must start with a conv width, not 'M': {cfg!r}")
     return layout
+
+
+_RGB = 3
+
+
+def _stem_conv(conv_cls: type[nn.Module], in_chans: int, width: int, norm_layer: str | None,
+               conv_kwargs: dict[str, Any]) -> nn.Module:
+    """The first conv (groups=1, no dropout). A bottleneck stem keeps the inner width it has for RGB input
+    whatever ``in_chans`` is (only its input-side 1x1 and base convs take ``in_chans``), so RGB
+    weights adapt to other channel counts by summing or repeating over the input channels."""
+    make = functools.partial(conv_cls, kernel_size=3, padding=1, bias=False, norm_layer=norm_layer,
+                             act_layer="silu", **conv_kwargs)
+    if not issubclass(conv_cls, BottleneckKANConvBase) or in_chans == _RGB:
+        return make(in_chans, width)
+    stem = make(_RGB, width)
+    stem.inner_proj = nn.Conv2d(in_chans, stem.inner_channels, 1, bias=False)
+    if stem.base_conv is not None:
+        stem.base_conv = nn.Conv2d(in_chans, width, 3, padding=1, bias=False)
+    stem.in_channels = in_chans
+    return stem
 
 
 class VGGKAN(nn.Module):
@@ -122,10 +143,12 @@ class VGGKAN(nn.Module):
                 reduction *= 2
                 continue
             width = item * width_multiplier
-            first = not layers
-            layers.append(conv_cls(channels, width, 3, padding=1, groups=1 if first else groups, bias=False,
-                                   norm_layer=norm_layer, act_layer="silu",
-                                   dropout=0.0 if first else conv_drop_rate, **conv_kwargs))
+            if layers:
+                layers.append(conv_cls(channels, width, 3, padding=1, groups=groups, bias=False,
+                                       norm_layer=norm_layer, act_layer="silu", dropout=conv_drop_rate,
+                                       **conv_kwargs))
+            else:
+                layers.append(_stem_conv(conv_cls, in_chans, width, norm_layer, conv_kwargs))
             channels = width
         if layout[-1] != "M":
             self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"features.{len(layout) - 1}"))

@@ -1,0 +1,111 @@
+"""The pretrained loader installed into ``build_kan_model``: where weights come from, then how they fit.
+
+Sources, in timm's priority order: an in-memory ``state_dict``, a local ``file`` (both through
+``pretrained_cfg_overlay``), a ``local-dir:`` or ``hf-hub:`` model, the manifest entry of
+``architecture.tag`` (downloaded at the manifest's revision and sha256-verified), then any other
+``hf_hub_id`` or ``url`` in the cfg.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .convert import prepare_state_dict
+from .download import hub_download, verify_file
+from .errors import CheckpointMismatchError, WeightsNotFoundError
+from .manifest import manifest
+
+__all__ = ["HubLoader", "load_checkpoint_file"]
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` or PyTorch checkpoint file onto the CPU (tensors only, no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a corrupt or foreign file: say which file and why, in one line
+        raise CheckpointMismatchError(f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: "
+                                      f"{str(err).splitlines()[0] if str(err) else ''}") from None
+
+
+def _split_revision(hub_id: str) -> tuple[str, str | None]:
+    repo_id, _, revision = hub_id.partition("@")
+    return repo_id, revision or None
+
+
+class HubLoader:
+    """Fetches checkpoints for ``build_kan_model`` and fits them to the built model."""
+
+    def fetch(self, pretrained_cfg: dict[str, Any], cache_dir: Any = None) -> dict[str, Any]:
+        """The raw state dict for a resolved pretrained cfg (downloaded and verified when it comes from the Hub)."""
+        name = _cfg_name(pretrained_cfg)
+        if pretrained_cfg.get("state_dict"):
+            return dict(pretrained_cfg["state_dict"])
+        source = pretrained_cfg.get("source")
+        if source == "local-dir":
+            return self._from_dir(Path(pretrained_cfg["file"]))
+        if pretrained_cfg.get("file"):
+            return load_checkpoint_file(pretrained_cfg["file"])
+        if source == "hf-hub":
+            return self._from_hub_repo(pretrained_cfg, cache_dir)
+        entry = manifest().get(name)
+        if entry is not None:
+            path = hub_download(entry["hf_hub_id"], entry["filename"], entry.get("revision"),
+                                cache_dir=cache_dir, what=name)
+            verify_file(path, name, entry)
+            return load_checkpoint_file(path)
+        if pretrained_cfg.get("hf_hub_id"):
+            return self._from_hub_repo(pretrained_cfg, cache_dir)
+        if pretrained_cfg.get("url"):
+            return torch.hub.load_state_dict_from_url(pretrained_cfg["url"], map_location="cpu", weights_only=True,
+                                                      model_dir=cache_dir)
+        architecture = pretrained_cfg.get("architecture", name)
+        tags = sorted(k for k in manifest() if k.partition(".")[0] == architecture)
+        hint = f"its tags: {tags}" if tags else "no tag of it is in the weights manifest"
+        raise WeightsNotFoundError(f"no pretrained weights for {name!r} ({hint}); use pretrained=False, a tag, "
+                                   "or pretrained_cfg_overlay=dict(file=PATH)")
+
+    def prepare(self, state: dict[str, Any], model: nn.Module, pretrained_cfg: dict[str, Any]) -> dict[str, Any]:
+        """Convert and check ``state`` for ``model`` (see :func:`kanzoo.hub.convert.prepare_state_dict`)."""
+        entry = manifest().get(_cfg_name(pretrained_cfg)) or {}
+        return prepare_state_dict(state, model, pretrained_cfg, converter=entry.get("converter"))
+
+    @staticmethod
+    def _from_dir(folder: Path) -> dict[str, Any]:
+        for filename in _WEIGHT_FILES:
+            if (folder / filename).is_file():
+                return load_checkpoint_file(folder / filename)
+        raise WeightsNotFoundError(f"no {' or '.join(_WEIGHT_FILES)} in {str(folder)!r}")
+
+    @staticmethod
+    def _from_hub_repo(pretrained_cfg: dict[str, Any], cache_dir: Any) -> dict[str, Any]:
+        repo_id, revision = _split_revision(pretrained_cfg["hf_hub_id"])
+        filename = pretrained_cfg.get("hf_hub_filename")
+        if filename:
+            return load_checkpoint_file(hub_download(repo_id, filename, revision, cache_dir=cache_dir))
+        try:
+            path = hub_download(repo_id, _WEIGHT_FILES[0], revision, cache_dir=cache_dir)
+        except WeightsNotFoundError as err:
+            if _WEIGHT_FILES[0] not in str(err):
+                raise
+            path = hub_download(repo_id, _WEIGHT_FILES[1], revision, cache_dir=cache_dir)
+        return load_checkpoint_file(path)
+
+
+def _cfg_name(pretrained_cfg: dict[str, Any]) -> str:
+    architecture = pretrained_cfg.get("architecture") or "model"
+    tag = pretrained_cfg.get("tag")
+    return f"{architecture}.{tag}" if tag else architecture

@@ -1,0 +1,120 @@
+"""Save a model in timm's Hub format (config.json, model.safetensors, model card) and push it to the Hub.
+
+``config.json`` carries ``architecture``, ``num_classes``, ``num_features``, ``pretrained_cfg`` and
+``model_args`` (every constructor argument given to ``create_model``), so that
+``kanzoo.create_model('hf-hub:org/repo', pretrained=True)`` and ``timm.create_model`` (after
+``import kanzoo``) rebuild the same model with the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+from .download import _hub_errors
+from .errors import HubError
+
+__all__ = ["push_to_hub", "save_pretrained"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_model(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, Mapping) or not cfg.get("architecture"):
+        raise HubError(f"{type(model).__name__} has no pretrained_cfg with an architecture: save models built by "
+                       "kanzoo.create_model (or timm.create_model)")
+    if not hasattr(model, "num_classes"):
+        raise HubError("save_pretrained saves whole models; rebuild features_only models from the saved full model")
+    return cfg["architecture"]
+
+
+def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], metrics: Mapping[str, Any] | None,
+                dataset: str | None, license: str | None, repo_id: str | None) -> str:
+    num_params = sum(p.numel() for p in model.parameters())
+    lines = ["---", "library_name: timm", "tags:", "- image-classification", "- timm", "- kanzoo",
+             "- kolmogorov-arnold-network"]
+    if license:
+        lines.append(f"license: {license}")
+    if dataset:
+        lines += ["datasets:", f"- {dataset}"]
+    lines += ["---", "", f"# {repo_id or architecture}", "",
+              f"A kanzoo `{architecture}` model (Kolmogorov-Arnold convolutional network), "
+              f"{num_params:,} parameters, {config['num_classes']} classes, input "
+              f"{tuple(config['pretrained_cfg'].get('input_size', ()))}.", ""]
+    if metrics:
+        lines += ["## Metrics", "", f"Dataset: {dataset or 'not stated'}", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {key} | {value} |" for key, value in metrics.items()]
+        lines.append("")
+    args = config.get("model_args") or {}
+    lines += ["## Model arguments", "", "```json", json.dumps(args, indent=2), "```", "",
+              "## How to load", "", "```python", "import kanzoo, timm", ""]
+    if repo_id:
+        lines += [f"model = kanzoo.create_model('hf-hub:{repo_id}', pretrained=True)",
+                  f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True)  # after import kanzoo"]
+    else:
+        lines += ["model = kanzoo.create_model('local-dir:/path/to/this/folder', pretrained=True)"]
+    lines += ["```", "", f"License: {license or 'not stated'}.", ""]
+    return "\n".join(lines)
+
+
+def save_pretrained(model: nn.Module, save_directory: str | os.PathLike[str], *,
+                    metrics: Mapping[str, Any] | None = None, dataset: str | None = None,
+                    license: str | None = None, model_card: bool = True, repo_id: str | None = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and (``model_card``) a ``README.md`` model card.
+
+    Each file is written atomically. Returns the directory. Model arguments that are not JSON
+    (e.g. a callable ``norm_layer``) cannot be saved and raise a ``ValueError`` naming them.
+    """
+    from safetensors.torch import save_file
+    from timm.models._hub import save_config_for_hf
+
+    architecture = _check_model(model)
+    folder = Path(save_directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {}
+    if license:
+        extra["pretrained_cfg"] = {"license": license}
+    _atomic_write(folder / CONFIG_NAME, lambda tmp: save_config_for_hf(model, tmp, model_config=extra))
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    if model_card:
+        card = _model_card(model, architecture, config, metrics, dataset, license, repo_id)
+        _atomic_write(folder / CARD_NAME, lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
+    return folder
+
+
+def push_to_hub(model: nn.Module, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                token: str | None = None, metrics: Mapping[str, Any] | None = None, dataset: str | None = None,
+                license: str | None = None, commit_message: str = "Add kanzoo model") -> str:
+    """Create ``repo_id`` if needed and upload :func:`save_pretrained`'s files in one commit; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as tmp, _hub_errors(repo_id, "(upload)", revision or "main", repo_id):
+        save_pretrained(model, tmp, metrics=metrics, dataset=dataset, license=license, repo_id=repo_id)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision, commit_message=commit_message)
+    return str(info.commit_url)
