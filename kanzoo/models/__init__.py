@@ -1,7 +1,11 @@
 """kanzoo's architectures, registered into timm's registry on import (``timm.create_model`` sees them)."""
 
-from . import reskanet
+from . import densekanet, reskanet, u2kanet, ukanet, vggkan
 from ._registry import create_model, is_model, list_models
+from .densekanet import DenseKANet
 from .reskanet import ResKANet
+from .u2kanet import U2KANet
+from .ukanet import UKANet
+from .vggkan import VGGKAN
 
-__all__ = ["create_model", "is_model", "list_models", "ResKANet"]
+__all__ = ["create_model", "is_model", "list_models", "DenseKANet", "ResKANet", "U2KANet", "UKANet", "VGGKAN"]
