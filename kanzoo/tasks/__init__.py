@@ -2,6 +2,14 @@
 
 from .classification import evaluate_classifier, finetune
 from .errors import TaskError
+from .evaluation import evaluate
+from .export import ExportReport, export_model
+from .predict import Prediction, predict
+from .quickstart import QuickstartReport, quickstart
+from .segmentation import evaluate_segmenter, segment
 from .train import FitResult
 
-__all__ = ["TaskError", "FitResult", "finetune", "evaluate_classifier"]
+__all__ = [
+    "TaskError", "FitResult", "ExportReport", "Prediction", "QuickstartReport", "finetune", "segment", "evaluate",
+    "evaluate_classifier", "evaluate_segmenter", "predict", "export_model", "quickstart",
+]

@@ -25,8 +25,8 @@ RUN_OUTPUTS = (CHECKPOINT, METRICS, CURVES, BEST, OVERLAYS)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    """Write ``path`` through a temporary file in the same folder (same suffix), then rename it into place."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)

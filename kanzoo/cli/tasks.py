@@ -1,0 +1,210 @@
+"""Sub-commands over :mod:`kanzoo.tasks`: finetune, segment, eval, predict, export, quickstart."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+from kanzoo.tasks.errors import TaskError
+
+_MODEL_HELP = "registered name[.tag] (kanzoo list), hf-hub:org/repo, or a folder written by finetune/segment"
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Print bad-input errors as one line and exit with status 2."""
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except TaskError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return run
+
+
+def _model_args(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as keyword arguments (values parsed as Python literals when possible)."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise TaskError(f"--model-arg expects KEY=VALUE (e.g. width=0.25), got {pair!r}")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text
+    return kwargs
+
+
+def _training_options(parser: argparse.ArgumentParser, epochs: int, batch_size: int, weight_decay: float) -> None:
+    parser.add_argument("--model", required=True, help=_MODEL_HELP)
+    parser.add_argument("--data", required=True, help="data folder (layouts in the README)")
+    parser.add_argument("--out", required=True, help="output folder of the run")
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs to train in total (default {epochs})")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"per process (default {batch_size})")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate, cosine decay (1e-3)")
+    parser.add_argument("--weight-decay", type=float, default=weight_decay, help=f"AdamW ({weight_decay})")
+    parser.add_argument("--img-size", type=int, help="square input size (default: the model's pretrained cfg)")
+    parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                        help="start from pretrained weights (default: when the registry has them)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (float16 on GPU, bfloat16 on CPU)")
+    parser.add_argument("--workers", type=int, help="data-loading processes (default: up to 4)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--val-split", type=float, help="hold out this fraction when there is no val/ folder")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="push the best model to this Hugging Face repo")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                        help="no progress bars")
+    parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                        help="extra model argument, repeatable (e.g. --model-arg width=0.25)")
+
+
+def _common_training(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                img_size=args.img_size, pretrained=args.pretrained, amp=args.amp, workers=args.workers,
+                seed=args.seed, resume=args.resume, overwrite=args.overwrite, val_split=args.val_split,
+                push_to_hub=args.push_to_hub, device=args.device, progress=args.progress,
+                model_kwargs=_model_args(args.model_arg))
+
+
+@_guarded
+def _finetune(args: argparse.Namespace) -> int:
+    from kanzoo.tasks import finetune
+
+    finetune(args.model, args.data, args.out, freeze_backbone=args.freeze_backbone, **_common_training(args))
+    return 0
+
+
+@_guarded
+def _segment(args: argparse.Namespace) -> int:
+    from kanzoo.tasks import segment
+
+    names = args.class_names.split(",") if args.class_names else None
+    segment(args.model, args.data, args.out, num_classes=args.num_classes, class_names=names,
+            overlays=args.overlays, **_common_training(args))
+    return 0
+
+
+@_guarded
+def _eval(args: argparse.Namespace) -> int:
+    from kanzoo.tasks import evaluate
+
+    metrics = evaluate(args.model, args.data, batch_size=args.batch_size, img_size=args.img_size,
+                       workers=args.workers, amp=args.amp, device=args.device, progress=args.progress)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
+    return 0
+
+
+@_guarded
+def _predict(args: argparse.Namespace) -> int:
+    from kanzoo.tasks import predict
+
+    failed = 0
+    for result in predict(args.model, args.images, top_k=args.top_k, out_dir=args.out, img_size=args.img_size,
+                          device=args.device):
+        if result.error:
+            failed += 1
+            print(f"{result.image}: {result.error}", file=sys.stderr)
+        elif result.mask is not None:
+            print(f"{result.image}: mask saved to {result.mask}")
+        else:
+            print(f"{result.image}:")
+            for label, prob in result.top:
+                print(f"  {prob:7.2%}  {label}")
+    return 1 if failed else 0
+
+
+@_guarded
+def _export(args: argparse.Namespace) -> int:
+    from kanzoo.tasks import export_model
+
+    report = export_model(args.model, args.out, format=args.format, img_size=args.img_size)
+    print(f"exported {args.model} as {report.format} to {report.path} (input N x {' x '.join(map(str, report.input_shape))}"
+          f", any N); checked against PyTorch: max abs difference {report.max_abs_diff:.2e}")
+    return 0
+
+
+@_guarded
+def _quickstart(args: argparse.Namespace) -> int:
+    from kanzoo.tasks import quickstart
+
+    report = quickstart(args.out, epochs=args.epochs, overwrite=args.overwrite, seed=args.seed,
+                        progress=args.progress)
+    print(f"\nquick start done: the reloaded model classifies {report.top1:.1%} of {report.images} validation "
+          "images correctly")
+    print(f"  data set            {report.data}")
+    print(f"  metrics per epoch   {report.run / 'metrics.csv'} (curves: {report.run / 'curves.png'})")
+    print(f"  hub-ready model     {report.model_dir} (kanzoo.create_model('local-dir:{report.model_dir}'))")
+    print(f"  resumable state     {report.run / 'last.pt'}")
+    print(f"next: kanzoo predict {report.model_dir} {report.data / 'val' / 'checkerboard' / '0000.png'}")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the task sub-commands to the ``kanzoo`` parser."""
+    p = subparsers.add_parser("finetune", help="fine-tune a classifier on an ImageFolder tree",
+                              description="Fine-tune a classifier; writes metrics.csv, curves.png, best/ "
+                              "(hub-ready) and last.pt (resumable) to --out. Under torchrun: DDP.")
+    _training_options(p, epochs=10, batch_size=32, weight_decay=0.05)
+    p.add_argument("--freeze-backbone", action="store_true", help="train only the classifier head")
+    p.set_defaults(func=_finetune)
+
+    p = subparsers.add_parser("segment", help="train a segmentation model on images/ + masks/ folders",
+                              description="Train UKANet/U2KANet with Dice + cross-entropy; writes metrics.csv "
+                              "(val_miou, val_dice, per class), overlays/, curves.png, best/ and last.pt.")
+    _training_options(p, epochs=20, batch_size=8, weight_decay=1e-4)
+    p.add_argument("--num-classes", type=int, help="classes (default: largest mask value + 1)")
+    p.add_argument("--class-names", help="comma-separated names, one per class index")
+    p.add_argument("--overlays", type=int, default=4, help="validation images to draw predictions for (4)")
+    p.set_defaults(func=_segment)
+
+    p = subparsers.add_parser("eval", help="top-1/top-5 of a classifier or mIoU of a segmentation model",
+                              description="Evaluate on DIR/val (or DIR) in the layout finetune/segment read.")
+    p.add_argument("model", help=_MODEL_HELP)
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--img-size", type=int, help="square input size (default: the model's cfg)")
+    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("--amp", action="store_true", help="mixed precision")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.set_defaults(func=_eval)
+
+    p = subparsers.add_parser("predict", help="top-k classes, or masks as PNG, for image files")
+    p.add_argument("model", help=_MODEL_HELP)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=int, default=5, help="classes to show per image (5)")
+    p.add_argument("--out", default="predictions", help="folder for segmentation masks (predictions)")
+    p.add_argument("--img-size", type=int, help="square input size (default: the model's cfg)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.set_defaults(func=_predict)
+
+    p = subparsers.add_parser("export", help="export to ONNX, TorchScript or an ExportedProgram (verified)",
+                              description="Export a model and check the exported file's output against PyTorch "
+                              "(onnxruntime for ONNX). The batch dimension stays dynamic.")
+    p.add_argument("model", help=_MODEL_HELP)
+    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program"), default="onnx")
+    p.add_argument("--out", required=True, help="output file (.onnx, .pt, .pt2)")
+    p.add_argument("--img-size", type=int, help="square input size (default: the model's cfg)")
+    p.set_defaults(func=_export)
+
+    p = subparsers.add_parser("quickstart", help="fine-tune a small KAN ResNet on synthetic data in ~2 minutes",
+                              description="Writes a synthetic 4-class pattern data set, fine-tunes a small "
+                              "ResKANet-18 on it, saves a hub-ready folder, reloads it and evaluates it.")
+    p.add_argument("--out", default="kanzoo-quickstart", help="folder for data and run (kanzoo-quickstart)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a previous quick start run")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.set_defaults(func=_quickstart)

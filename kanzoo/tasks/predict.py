@@ -1,0 +1,104 @@
+"""Prediction on image files: top-k classes with names, or class-index masks saved as PNG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .classification import data_config, transforms
+from .data import _DECODE_ERRORS, SegmentationDataset, load_rgb
+from .errors import TaskError
+from .modeling import create_task_model, has_pretrained, is_folder_source, is_segmentation, label_names
+from .runs import atomic_write
+from .segmentation import input_size, mask_image, predict_mask
+
+
+@dataclass
+class Prediction:
+    """The result for one image: ``top`` (label, probability) pairs, or the saved ``mask``, or an ``error``."""
+
+    image: str
+    top: list[tuple[str, float]] = field(default_factory=list)
+    mask: Path | None = None
+    error: str | None = None
+
+
+def load_for_inference(source: str | nn.Module) -> nn.Module:
+    """A model ready for inference from a name with weights, an ``hf-hub:`` id, a hub-ready folder or a module."""
+    if isinstance(source, nn.Module):
+        return source.eval()
+    if not (source.startswith("hf-hub:") or is_folder_source(source)):
+        model = create_task_model(source, pretrained=None)
+        if not has_pretrained(source):
+            raise TaskError(f"{source} has no pretrained weights, so its predictions would be random; pass a "
+                            "tagged name with weights, an hf-hub: id or a folder written by finetune/segment")
+        return model.eval()
+    return create_task_model(source).eval()
+
+
+def predict(model: str | nn.Module, images: Sequence[str | Path], *, top_k: int = 5, out_dir: str | Path = "predictions",
+            img_size: int | None = None, device: str | None = None) -> list[Prediction]:
+    """Classify ``images`` (top-k with class names) or segment them (masks saved as ``out_dir/<stem>.png``).
+
+    Unreadable images get a :class:`Prediction` with ``error`` set; the others are still predicted.
+    """
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:
+        raise TaskError(f"image files not found: {', '.join(missing[:5])}; check the paths")
+    if top_k < 1:
+        raise TaskError(f"--top-k must be at least 1, got {top_k}")
+    net = load_for_inference(model)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net.to(target)
+    if is_segmentation(net):
+        return _segment_images(net, images, Path(out_dir), img_size, target)
+    return _classify_images(net, images, top_k, img_size, target)
+
+
+def _classify_images(model: nn.Module, images: Sequence[str | Path], top_k: int, img_size: int | None,
+                     device: torch.device) -> list[Prediction]:
+    _, transform = transforms(data_config(model, img_size))
+    names = label_names(model) or [str(i) for i in range(model.num_classes)]
+    results = []
+    for path in images:
+        try:
+            image = load_rgb(path)
+        except _DECODE_ERRORS as err:
+            results.append(Prediction(str(path), error=f"unreadable image ({type(err).__name__}: {err})"))
+            continue
+        with torch.no_grad():
+            probs = model(transform(image).unsqueeze(0).to(device)).float().softmax(dim=1)[0]
+        values, indices = probs.topk(min(top_k, probs.numel()))
+        results.append(Prediction(str(path), top=[(names[i], float(v)) for v, i in zip(values.tolist(),
+                                                                                      indices.tolist())]))
+    return results
+
+
+def _segment_images(model: nn.Module, images: Sequence[str | Path], out_dir: Path, img_size: int | None,
+                    device: torch.device) -> list[Prediction]:
+    from timm.data import resolve_data_config
+
+    size = input_size(model, img_size)
+    cfg = resolve_data_config(model=model)
+    prepare = SegmentationDataset([], size, cfg["mean"], cfg["std"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in images:
+        try:
+            image = load_rgb(path)
+        except _DECODE_ERRORS as err:
+            results.append(Prediction(str(path), error=f"unreadable image ({type(err).__name__}: {err})"))
+            continue
+        mask = predict_mask(model, prepare.image_tensor(image), device)
+        full = np.asarray(Image.fromarray(mask).resize(image.size, Image.NEAREST))
+        target = out_dir / f"{Path(path).stem}.png"
+        png = mask_image(full, model.num_classes)
+        atomic_write(target, lambda tmp: png.save(tmp, format="PNG"))
+        results.append(Prediction(str(path), mask=target))
+    return results
