@@ -83,6 +83,18 @@ class HubLoader:
         entry = manifest().get(_cfg_name(pretrained_cfg)) or {}
         return prepare_state_dict(state, model, pretrained_cfg, converter=entry.get("converter"))
 
+    def check_source(self, name: str) -> None:
+        """Fetch the ``config.json`` of an ``'hf-hub:org/repo[@rev]'`` name (or check a ``'local-dir:'`` one)."""
+        from timm.models import parse_model_name
+
+        source, model_id = parse_model_name(name)
+        if source == "hf-hub":
+            repo_id, revision = _split_revision(model_id)
+            hub_download(repo_id, "config.json", revision)
+        elif source == "local-dir" and not (Path(model_id) / "config.json").is_file():
+            raise WeightsNotFoundError(f"no config.json in {model_id!r}: save the model there with "
+                                       "kanzoo.save_pretrained(model, folder)")
+
     @staticmethod
     def _from_dir(folder: Path) -> dict[str, Any]:
         for filename in _WEIGHT_FILES:

@@ -28,6 +28,8 @@ class PretrainedLoader(Protocol):
 
     def prepare(self, state: StateDict, model: nn.Module, pretrained_cfg: dict[str, Any]) -> StateDict: ...
 
+    def check_source(self, name: str) -> None: ...
+
 
 _loader: PretrainedLoader | None = None
 
@@ -36,6 +38,12 @@ def set_pretrained_loader(loader: PretrainedLoader | None) -> None:
     """Install (or remove, with None) the loader used for ``pretrained=True``."""
     global _loader
     _loader = loader
+
+
+def check_model_source(name: str) -> None:
+    """For ``'hf-hub:'`` / ``'local-dir:'`` names: let the loader fetch the config first, with its clear errors."""
+    if _loader is not None:
+        _loader.check_source(name)
 
 
 def build_kan_model(model_cls: type[nn.Module], variant: str, pretrained: bool = False, *,
@@ -52,7 +60,7 @@ def build_kan_model(model_cls: type[nn.Module], variant: str, pretrained: bool =
         cfg["input_size"] = (kwargs["in_chans"], *cfg["input_size"][1:])
     full_cfg = dict(cfg)
     # timm sees only the placeholder source and no classifier: the loader has already fitted the head
-    for key in ("state_dict", "file", "url", "classifier"):
+    for key in ("state_dict", "file", "url", "source", "classifier"):
         cfg.pop(key, None)
     cfg["state_dict"] = {_PENDING: True}
 
@@ -62,6 +70,6 @@ def build_kan_model(model_cls: type[nn.Module], variant: str, pretrained: bool =
     model = build_model_with_cfg(model_cls, variant, True, pretrained_cfg=cfg, feature_cfg=feature_cfg,
                                  pretrained_filter_fn=fit, **kwargs)
     model.pretrained_cfg.pop("state_dict", None)
-    keep = ("file", "url") if "num_classes" not in model.pretrained_cfg else ("file", "url", "classifier")
+    keep = ("file", "url", "source") + (("classifier",) if "num_classes" in model.pretrained_cfg else ())
     model.pretrained_cfg.update({k: full_cfg[k] for k in keep if k in full_cfg})
     return model

@@ -10,6 +10,8 @@ from timm.models import get_arch_name
 from timm.models._registry import _model_entrypoints
 from torch import nn
 
+from ._builder import check_model_source
+
 _PACKAGE = "kanzoo."
 _SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
@@ -43,6 +45,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     """
     if not name.startswith(_SOURCE_PREFIXES) and not is_model(name):
         raise ValueError(_unknown_model_message(name))
+    check_model_source(name)
     return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
