@@ -2,19 +2,19 @@
 
 A KAN convolution is a pointwise basis expansion of the input followed by one ordinary grouped
 convolution. Autograd would keep the expanded tensor (``K + 1`` times the input) for the
-convolution's weight gradient, plus every intermediate of the expansion. Here only the input and
-the (small) basis parameters are kept; backward rebuilds the expansion, runs the convolution's
-backward once, and sends the gradient through the rebuilt expansion.
+convolution's weight gradient, plus every intermediate of the expansion. Here only the (prepared)
+input and the small basis parameters are kept; backward rebuilds the expansion together with its
+vector-Jacobian product, runs the convolution's backward once, and maps the expanded gradient back.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 
-ExpandFn = Callable[..., torch.Tensor]
+Vjp = Callable[[torch.Tensor], Sequence[torch.Tensor | None]]
 
 _CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -37,58 +37,86 @@ class ConvSpec:
         return _CONV_FNS[self.ndim](expanded, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+class Expander(Protocol):
+    """What ``expand_then_conv`` needs from a layer: an input preparation and the expansion with its VJP.
+
+    ``prepare(x)`` is a cheap, differentiable re-layout of the input (padding, channels-last);
+    ``expand_prepared(xp, *params)`` returns the expanded tensor the convolution reads;
+    ``expand_prepared_vjp(xp, *params)`` returns that tensor and a function mapping its gradient to
+    the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says that ``prepare`` only changes the
+    memory layout (so ``grad.movedim(-1, 1)`` undoes it and the prepared tensor may be saved instead).
+    """
+
+    prepare_is_relayout: bool
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def expand_prepared(self, xp: torch.Tensor, *params: torch.Tensor) -> torch.Tensor: ...
+
+    def expand_prepared_vjp(self, xp: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, Vjp]: ...
+
+
 class _RecomputedExpandConv(torch.autograd.Function):
-    """conv(expand(x, *params), weight, bias) keeping only x, weight and params for backward."""
+    """conv(expand(x, *params), weight, bias) keeping only the prepared x, weight and params for backward."""
 
     @staticmethod
-    def forward(ctx, expand: ExpandFn, spec: ConvSpec, x: torch.Tensor, weight: torch.Tensor,
+    def forward(ctx, expander: Expander, spec: ConvSpec, x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None, *params: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            expanded = expand(x, *params)
-            out = spec.conv(expanded, weight, bias)
-        ctx.expand = expand
+            xp = expander.prepare(x)
+            out = spec.conv(expander.expand_prepared(xp, *params), weight, bias)
+        ctx.expander = expander
         ctx.spec = spec
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight, *params)
+        ctx.save_for_backward(xp if expander.prepare_is_relayout else x, weight, *params)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x, weight, *params = ctx.saved_tensors
+        saved, weight, *params = ctx.saved_tensors
+        expander: Expander = ctx.expander
         spec: ConvSpec = ctx.spec
         need_x, need_w, need_b = ctx.needs_input_grad[2:5]
-        need_params = ctx.needs_input_grad[5:]
-        leaves = [x.detach().requires_grad_(need_x)]
-        leaves += [p.detach().requires_grad_(need) for p, need in zip(params, need_params)]
-        need_expanded = need_x or any(need_params)
-        with torch.enable_grad():
-            expanded = ctx.expand(*leaves)
-        compute_dtype = grad_out.dtype
-        bias_sizes = [weight.shape[0]] if ctx.has_bias else None
-        grad_expanded, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad_out, expanded.detach().to(compute_dtype), weight.to(compute_dtype), bias_sizes,
-            spec.stride, spec.padding, spec.dilation, False, [0] * spec.ndim, spec.groups,
-            [need_expanded, need_w, need_b and ctx.has_bias],
-        )
-        grads: list[torch.Tensor | None] = [None] * len(leaves)
-        wanted = [i for i, leaf in enumerate(leaves) if leaf.requires_grad]
-        if wanted and grad_expanded is not None:
-            found = torch.autograd.grad(expanded, [leaves[i] for i in wanted], grad_expanded.to(expanded.dtype))
-            for i, g in zip(wanted, found):
-                grads[i] = g
+        need_expanded = need_x or any(ctx.needs_input_grad[5:])
+        if expander.prepare_is_relayout:
+            x_leaf, xp = None, saved
+        else:
+            with torch.enable_grad():
+                x_leaf = saved.detach().requires_grad_(need_x)
+                xp = expander.prepare(x_leaf)
+        with torch.no_grad():
+            expanded, vjp = expander.expand_prepared_vjp(xp.detach(), *params)
+            compute_dtype = grad_out.dtype
+            bias_sizes = [weight.shape[0]] if ctx.has_bias else None
+            grad_expanded, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                grad_out, expanded.to(compute_dtype), weight.to(compute_dtype), bias_sizes,
+                spec.stride, spec.padding, spec.dilation, False, [0] * spec.ndim, spec.groups,
+                [need_expanded, need_w, need_b and ctx.has_bias],
+            )
+            del expanded
+            grad_x, grad_params = None, [None] * len(params)
+            if grad_expanded is not None:
+                grad_xp, *grad_params = vjp(grad_expanded)
+                grad_params = [g if need else None for g, need in zip(grad_params, ctx.needs_input_grad[5:])]
+                if need_x and grad_xp is not None:
+                    if x_leaf is None:
+                        grad_x = grad_xp.movedim(-1, 1)
+                    else:
+                        with torch.enable_grad():
+                            (grad_x,) = torch.autograd.grad(xp, x_leaf, grad_xp)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         if grad_bias is not None:
             grad_bias = grad_bias.to(weight.dtype)
-        return (None, None, grads[0], grad_weight, grad_bias, *grads[1:])
+        return (None, None, grad_x, grad_weight, grad_bias, *grad_params)
 
 
-def expand_then_conv(expand: ExpandFn, spec: ConvSpec, x: torch.Tensor, weight: torch.Tensor,
+def expand_then_conv(expander: Expander, spec: ConvSpec, x: torch.Tensor, weight: torch.Tensor,
                      bias: torch.Tensor | None, params: Sequence[torch.Tensor] = (),
                      recompute: bool = True) -> torch.Tensor:
     """``conv(expand(x, *params))``; with ``recompute`` the expansion is rebuilt in backward, not kept."""
     tensors = (x, weight, bias, *params)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     if not recompute or not needs_grad or torch.compiler.is_compiling():
-        return spec.conv(expand(x, *params), weight, bias)
-    return _RecomputedExpandConv.apply(expand, spec, x, weight, bias, *params)
+        return spec.conv(expander.expand_prepared(expander.prepare(x), *params), weight, bias)
+    return _RecomputedExpandConv.apply(expander, spec, x, weight, bias, *params)

@@ -35,9 +35,10 @@ class KANConvBase(nn.Module):
 
     Subclasses set ``ndim`` (1, 2 or 3) and ``family`` (the short name used by ``get_conv``), store
     their own hyper-parameters before calling ``__init__`` of this class, and implement
-    ``num_bases`` and ``basis(x, *params)``, which maps ``(N, C, *spatial)`` to either a list of
-    ``K`` tensors of that shape or one tensor ``(N, C, K, *spatial)``. Learned basis tensors are
-    returned by ``basis_parameters`` so that backward can recompute the expansion.
+    ``num_bases`` and ``basis(x, *params)``, which maps the channels-last input ``(N, *spatial, C)``
+    to either a list of ``K`` tensors of that shape or one tensor ``(N, *spatial, C, K)``. Learned
+    basis tensors are returned by ``basis_parameters`` so that backward can recompute the expansion;
+    ``basis_vjp`` (autograd by default) gives backward the bases together with their derivatives.
     """
 
     ndim: int = 2
@@ -102,7 +103,7 @@ class KANConvBase(nn.Module):
         raise NotImplementedError
 
     def basis(self, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """The ``K`` basis responses of ``x``, pointwise."""
+        """The ``K`` basis responses of the channels-last ``x``, pointwise (bases on a new last dim)."""
         raise NotImplementedError
 
     def basis_parameters(self) -> tuple[torch.Tensor, ...]:
@@ -136,22 +137,87 @@ class KANConvBase(nn.Module):
         return self._weight_view()[:, :, self.expansion - self.num_bases:]
 
     def expand(self, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        """The channel-major expansion ``(N, C * (K + 1), *spatial)`` that the convolution reads."""
-        if self.padding_mode != "zeros" and any(self._pad_before + self._pad_after):
+        """The channel-major expansion ``(N, C * (K + 1), *spatial)`` that the convolution reads.
+
+        The result is laid out channels-last in memory (expanded channel ``c * (K + 1) + k`` of a
+        position next to ``c * (K + 1) + k + 1``), which is where grouped convolutions run fastest.
+        """
+        return self.expand_prepared(self.prepare(x), *params)
+
+    @property
+    def prepare_is_relayout(self) -> bool:
+        """True when ``prepare`` only moves channels last (no padding of ``x`` before the expansion)."""
+        return not (self.padding_mode != "zeros" and any(self._pad_before + self._pad_after))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad ``x`` for non-zero padding modes and move channels last: ``(N, *spatial, C)``, contiguous."""
+        if not self.prepare_is_relayout:
             x = F.pad(x, _pad_arg(self._pad_before, self._pad_after), mode=self.padding_mode)
-        bases = self.basis(x, *params)
+        return x.movedim(1, -1).contiguous()
+
+    def expand_prepared(self, xp: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        """``expand`` of an input already passed through ``prepare``."""
+        base = None if self.base_activation is None else self.base_activation(xp)
+        return self._to_conv_layout(self._assemble(base, self.basis(xp, *params)))
+
+    def expand_prepared_vjp(self, xp: torch.Tensor, *params: torch.Tensor):
+        """``expand_prepared`` plus a function mapping the expansion's gradient to ``(grad_xp, *grad_params)``."""
+        bases, basis_vjp = self.basis_vjp(xp, *params)
+        base, base_vjp = (None, None) if self.base_activation is None else _activation_vjp(self.base_activation, xp)
+        expanded = self._to_conv_layout(self._assemble(base, bases))
+        offset = 0 if base is None else 1
+
+        def vjp(grad_expanded: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+            grad = self._grad_to_last(grad_expanded)
+            grad_xp, *grad_params = basis_vjp(grad[..., offset:])
+            if base_vjp is not None:
+                grad_base = base_vjp(grad[..., 0])
+                grad_xp = grad_base if grad_xp is None else grad_xp.add_(grad_base)
+            return (grad_xp, *grad_params)
+
+        return expanded, vjp
+
+    def basis_vjp(self, x: torch.Tensor, *params: torch.Tensor):
+        """``basis`` plus a function mapping the bases' gradient ``(*x.shape, K)`` to ``(grad_x, *grad_params)``.
+
+        This generic version differentiates ``basis`` with autograd; families override it with
+        closed-form derivatives computed alongside the bases.
+        """
+        with torch.enable_grad():
+            leaves = [x.detach().requires_grad_(True), *(p.detach().requires_grad_(True) for p in params)]
+            bases = self.basis(*leaves)
+        outputs = [bases] if isinstance(bases, torch.Tensor) else list(bases)
+
+        def vjp(grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+            grads = [grad] if isinstance(bases, torch.Tensor) else list(grad.unbind(-1))
+            return torch.autograd.grad(outputs, leaves, grads, allow_unused=True)
+
+        detached = bases.detach() if isinstance(bases, torch.Tensor) else [b.detach() for b in bases]
+        return detached, vjp
+
+    def _assemble(self, base: torch.Tensor | None, bases: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Base response and bases of ``(N, *spatial, C)`` as one ``(N, *spatial, C, K + 1)`` tensor."""
         if isinstance(bases, torch.Tensor):
-            parts = [bases] if self.base_activation is None else [self.base_activation(x).unsqueeze(2), bases]
-            expanded = torch.cat(parts, dim=2) if len(parts) > 1 else bases
-        else:
-            if self.base_activation is not None:
-                bases = [self.base_activation(x), *bases]
-            expanded = torch.stack(bases, dim=2)
-        expanded = expanded.flatten(1, 2)
+            return bases if base is None else torch.cat([base.unsqueeze(-1), bases], dim=-1)
+        return torch.stack(list(bases) if base is None else [base, *bases], dim=-1)
+
+    def _to_conv_layout(self, expanded_last: torch.Tensor) -> torch.Tensor:
+        """``(N, *spatial, C, K + 1)`` -> the convolution's ``(N, C * (K + 1), *spatial)`` (a view, channels last)."""
+        expanded = expanded_last.flatten(-2).movedim(-1, 1)
         if self.padding_mode == "zeros" and self._pad_before != self._pad_after:
-            extra = tuple(a - b for a, b in zip(self._pad_after, self._pad_before))
-            expanded = F.pad(expanded, _pad_arg((0,) * self.ndim, extra))
+            expanded = F.pad(expanded, _pad_arg((0,) * self.ndim, self._extra_zero_pad()))
         return expanded
+
+    def _grad_to_last(self, grad_expanded: torch.Tensor) -> torch.Tensor:
+        """Inverse of ``_to_conv_layout`` for a gradient: ``(N, *spatial, C, K + 1)``."""
+        if self.padding_mode == "zeros" and self._pad_before != self._pad_after:
+            crop = tuple(slice(0, size - extra) for size, extra in
+                         zip(grad_expanded.shape[2:], self._extra_zero_pad()))
+            grad_expanded = grad_expanded[(slice(None), slice(None), *crop)]
+        return grad_expanded.movedim(1, -1).unflatten(-1, (self.in_channels, self.expansion))
+
+    def _extra_zero_pad(self) -> tuple[int, ...]:
+        return tuple(a - b for a, b in zip(self._pad_after, self._pad_before))
 
     def _conv_spec(self) -> ConvSpec:
         padding = self._pad_before if self.padding_mode == "zeros" else (0,) * self.ndim
@@ -163,7 +229,7 @@ class KANConvBase(nn.Module):
         if unbatched:
             x = x.unsqueeze(0)
         x = self.dropout(x)
-        y = expand_then_conv(self.expand, self._conv_spec(), x, self.weight, self.bias,
+        y = expand_then_conv(self, self._conv_spec(), x, self.weight, self.bias,
                              self.basis_parameters(), recompute=self.recompute)
         y = self.act(self.norm(y))
         return y.squeeze(0) if unbatched else y
@@ -220,9 +286,27 @@ def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
                          f"for a depthwise layer use out_channels = k * in_channels")
 
 
-def _bshape(values: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Reshape a per-basis vector ``(K,)`` to broadcast against ``(N, C, K, *spatial)``."""
-    return values.view(1, 1, -1, *([1] * ndim))
+def _activation_vjp(activation: nn.Module, x: torch.Tensor):
+    """``activation(x)`` and a function mapping its gradient to the gradient of ``x`` (closed form for SiLU)."""
+    if type(activation) is nn.SiLU:
+        sig = torch.sigmoid(x)
+        derivative = sig * (1 + x * (1 - sig))
+        return F.silu(x), lambda grad: grad * derivative
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        y = activation(leaf)
+    return y.detach(), lambda grad: torch.autograd.grad(y, leaf, grad)[0]
+
+
+def _contract(grad: torch.Tensor, derivatives: Sequence[torch.Tensor | float]) -> torch.Tensor:
+    """``sum_k grad[..., k] * derivatives[k]`` (a derivative may be a constant)."""
+    total: torch.Tensor | None = None
+    for k, d in enumerate(derivatives):
+        if not isinstance(d, torch.Tensor) and d == 0:
+            continue
+        term = grad[..., k] * d
+        total = term if total is None else total.add_(term)
+    return torch.zeros_like(grad[..., 0]) if total is None else total
 
 
 def _uniform_grid(grid_range: Sequence[float], cells: int, extend: int) -> torch.Tensor:
@@ -262,16 +346,59 @@ class _KANConv(KANConvBase):
     def num_bases(self) -> int:
         return self.grid_size + self.spline_order
 
+    def _pieces(self, x: torch.Tensor, with_derivative: bool):
+        """Cell index ``j`` of ``x`` on the extended grid and the ``p + 1`` non-zero spline pieces there.
+
+        On a uniform grid ``B_k(x) = N_p((x - g_k) / h)`` with ``N_p`` the cardinal B-spline, so with
+        ``t = (x - g_0) / h = j + f`` only ``B_{j - q}``, ``q = 0..p``, are non-zero and equal
+        ``N_p(q + f)``, built by the Cox-de Boor recursion in the local coordinate ``f``. Pieces
+        that fall outside the ``K`` bases or outside the grid are zeroed.
+        """
+        p, h = self.spline_order, (self.grid_range[1] - self.grid_range[0]) / self.grid_size
+        t = (x - self.grid[0].to(x.dtype)) / h
+        cell = torch.floor(t)
+        f = t - cell
+        pieces: list[torch.Tensor] = [torch.ones_like(f)]
+        lower: list[torch.Tensor] = []
+        for r in range(1, p + 1):
+            lower = pieces
+            pieces = [((q + f) * lower[q] if q < r else 0) + ((r + 1 - q - f) * lower[q - 1] if q > 0 else 0)
+                      for q in range(r + 1)]
+            pieces = [piece / r for piece in pieces]
+        j = cell.long()
+        inside = (j >= 0) & (j < len(self.grid) - 1)
+        index, mask = [], []
+        for q in range(p + 1):
+            k = j - q
+            mask.append((inside & (k >= 0) & (k < self.num_bases)).to(x.dtype))
+            index.append(k.clamp(0, self.num_bases - 1).unsqueeze(-1))
+        derivatives = None
+        if with_derivative:
+            zero = torch.zeros_like(f)
+            padded = [zero, *lower, zero] if p > 0 else [zero, zero]
+            derivatives = [(padded[q + 1] - padded[q]) * (mask[q] / h) for q in range(p + 1)]
+        return [piece * m for piece, m in zip(pieces, mask)], index, derivatives
+
     def basis(self, x: torch.Tensor) -> torch.Tensor:
-        grid = _bshape(self.grid.to(x.dtype), self.ndim)
-        h = (self.grid_range[1] - self.grid_range[0]) / self.grid_size
-        xe = x.unsqueeze(2)
-        bases = ((xe >= grid[:, :, :-1]) & (xe < grid[:, :, 1:])).to(x.dtype)
-        for p in range(1, self.spline_order + 1):
-            left = (xe - grid[:, :, :-(p + 1)]) * bases[:, :, :-1]
-            right = (grid[:, :, p + 1:] - xe) * bases[:, :, 1:]
-            bases = (left + right) / (p * h)
+        pieces, index, _ = self._pieces(x, with_derivative=False)
+        bases = x.new_zeros(*x.shape, self.num_bases)
+        for piece, k in zip(pieces, index):
+            bases = bases.scatter_add(-1, k, piece.unsqueeze(-1))
         return bases
+
+    def basis_vjp(self, x: torch.Tensor):
+        pieces, index, derivatives = self._pieces(x, with_derivative=True)
+        bases = x.new_zeros(*x.shape, self.num_bases)
+        for piece, k in zip(pieces, index):
+            bases.scatter_add_(-1, k, piece.unsqueeze(-1))
+
+        def vjp(grad: torch.Tensor) -> tuple[torch.Tensor]:
+            total = grad.gather(-1, index[0]).squeeze(-1) * derivatives[0]
+            for k, d in zip(index[1:], derivatives[1:]):
+                total.addcmul_(grad.gather(-1, k).squeeze(-1), d)
+            return (total,)
+
+        return bases, vjp
 
     def family_repr(self) -> str:
         return f"grid_size={self.grid_size}, spline_order={self.spline_order}, grid_range={self.grid_range}"
@@ -299,8 +426,12 @@ class _FastKANConv(KANConvBase):
         return self.grid_size
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
-        centres = _bshape(self.centres.to(x.dtype), self.ndim)
-        return torch.exp(-((x.unsqueeze(2) - centres) * self.inv_width).square())
+        return torch.exp(-((x.unsqueeze(-1) - self.centres.to(x.dtype)) * self.inv_width).square())
+
+    def basis_vjp(self, x: torch.Tensor):
+        z = (x.unsqueeze(-1) - self.centres.to(x.dtype)) * self.inv_width
+        bases = torch.exp(-z.square())
+        return bases, lambda grad: (((grad * z) * bases).sum(-1).mul_(-2 * self.inv_width),)
 
     def family_repr(self) -> str:
         return f"grid_size={self.grid_size}, grid_range={self.grid_range}"
@@ -320,6 +451,19 @@ class _PolynomialConv(KANConvBase):
     def num_bases(self) -> int:
         return self.degree + 1
 
+    def recursion(self, u: torch.Tensor, with_derivative: bool
+                  ) -> tuple[list[torch.Tensor], list[torch.Tensor | float] | None]:
+        """The ``degree + 1`` polynomials at ``u`` and, if asked, their derivatives in ``u``."""
+        raise NotImplementedError
+
+    def basis(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.recursion(torch.tanh(x), with_derivative=False)[0]
+
+    def basis_vjp(self, x: torch.Tensor):
+        u = torch.tanh(x)
+        polys, derivatives = self.recursion(u, with_derivative=True)
+        return polys, lambda grad: (_contract(grad, derivatives).mul_(1 - u * u),)
+
     def family_repr(self) -> str:
         return f"degree={self.degree}"
 
@@ -329,12 +473,15 @@ class _KACNConv(_PolynomialConv):
 
     family = "kacn"
 
-    def basis(self, x: torch.Tensor) -> list[torch.Tensor]:
-        u = torch.tanh(x)
-        polys = [torch.ones_like(u), u]
+    def recursion(self, u: torch.Tensor, with_derivative: bool):
+        polys: list[torch.Tensor] = [torch.ones_like(u), u]
+        derivatives: list[torch.Tensor | float] = [0.0, 1.0]
         for _ in range(2, self.degree + 1):
+            if with_derivative:
+                derivatives.append(2 * polys[-1] + 2 * u * derivatives[-1] - derivatives[-2])
             polys.append(2 * u * polys[-1] - polys[-2])
-        return polys[: self.degree + 1]
+        n = self.degree + 1
+        return polys[:n], derivatives[:n] if with_derivative else None
 
 
 class _KALNConv(_PolynomialConv):
@@ -342,12 +489,15 @@ class _KALNConv(_PolynomialConv):
 
     family = "kaln"
 
-    def basis(self, x: torch.Tensor) -> list[torch.Tensor]:
-        u = torch.tanh(x)
-        polys = [torch.ones_like(u), u]
+    def recursion(self, u: torch.Tensor, with_derivative: bool):
+        polys: list[torch.Tensor] = [torch.ones_like(u), u]
+        derivatives: list[torch.Tensor | float] = [0.0, 1.0]
         for n in range(1, self.degree):
+            if with_derivative:
+                derivatives.append(((2 * n + 1) * (polys[n] + u * derivatives[n]) - n * derivatives[n - 1]) / (n + 1))
             polys.append(((2 * n + 1) * u * polys[n] - n * polys[n - 1]) / (n + 1))
-        return polys[: self.degree + 1]
+        k = self.degree + 1
+        return polys[:k], derivatives[:k] if with_derivative else None
 
 
 class _KAGNConv(_PolynomialConv):
@@ -370,13 +520,42 @@ class _KAGNConv(_PolynomialConv):
     def basis_parameters(self) -> tuple[torch.Tensor, ...]:
         return (self.beta_weights,)
 
-    def basis(self, x: torch.Tensor, beta_weights: torch.Tensor) -> list[torch.Tensor]:
+    def _gram(self, x: torch.Tensor, beta_weights: torch.Tensor):
         u = torch.tanh(x)
         beta = (self.beta_scale.to(beta_weights.dtype) * beta_weights).to(x.dtype)
         polys = [torch.ones_like(u), u]
         for i in range(2, self.degree + 1):
             polys.append(u * polys[-1] - beta[i - 1] * polys[-2])
-        return [F.silu(p) for p in polys[: self.degree + 1]]
+        return u, beta, polys[: self.degree + 1]
+
+    def basis(self, x: torch.Tensor, beta_weights: torch.Tensor) -> list[torch.Tensor]:
+        return [F.silu(p) for p in self._gram(x, beta_weights)[2]]
+
+    def basis_vjp(self, x: torch.Tensor, beta_weights: torch.Tensor):
+        u, beta, polys = self._gram(x, beta_weights)
+        sigmoids = [None] + [torch.sigmoid(p) for p in polys[1:]]
+        bases = [F.silu(polys[0])] + [p * sig for p, sig in zip(polys[1:], sigmoids[1:])]
+
+        def vjp(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # reverse mode through silu and the recursion P_i = u P_{i-1} - beta_{i-1} P_{i-2}
+            grad_polys: list[torch.Tensor | None] = [None] + [
+                grad[..., i] * (sig * (1 + p * (1 - sig))) for i, (p, sig) in enumerate(zip(polys, sigmoids)) if i
+            ]
+            grad_beta = torch.zeros(len(polys), dtype=torch.promote_types(u.dtype, torch.float32), device=x.device)
+            grad_u = torch.zeros_like(u)
+            for i in range(len(polys) - 1, 1, -1):
+                g = grad_polys[i]
+                grad_u.addcmul_(g, polys[i - 1])
+                grad_polys[i - 1].addcmul_(g, u)
+                grad_beta[i - 1] = -(g * polys[i - 2]).sum()
+                if i > 2:
+                    grad_polys[i - 2].sub_(g * beta[i - 1])
+            if len(polys) > 1:
+                grad_u.add_(grad_polys[1])
+            grad_weights = (grad_beta * self.beta_scale.to(grad_beta.dtype)).to(beta_weights.dtype)
+            return grad_u.mul_(1 - u * u), grad_weights
+
+        return bases, vjp
 
 
 class _KAJNConv(_PolynomialConv):
@@ -393,18 +572,21 @@ class _KAJNConv(_PolynomialConv):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, degree=degree, **kwargs)
 
-    def basis(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def recursion(self, u: torch.Tensor, with_derivative: bool):
         a, b = self.alpha, self.beta
-        u = torch.tanh(x)
-        polys = [torch.ones_like(u), ((a - b) + (a + b + 2) * u) / 2]
+        polys: list[torch.Tensor] = [torch.ones_like(u), ((a - b) + (a + b + 2) * u) / 2]
+        derivatives: list[torch.Tensor | float] = [0.0, (a + b + 2) / 2]
         for n in range(2, self.degree + 1):
             s = 2 * n + a + b
             c0 = 2 * n * (n + a + b) * (s - 2)
             c1 = (s - 1) * s * (s - 2) / c0
             c2 = (s - 1) * (a * a - b * b) / c0
             c3 = 2 * (n + a - 1) * (n + b - 1) * s / c0
+            if with_derivative:
+                derivatives.append(c1 * polys[-1] + (c1 * u + c2) * derivatives[-1] - c3 * derivatives[-2])
             polys.append((c1 * u + c2) * polys[-1] - c3 * polys[-2])
-        return polys[: self.degree + 1]
+        k = self.degree + 1
+        return polys[:k], derivatives[:k] if with_derivative else None
 
     def family_repr(self) -> str:
         return f"degree={self.degree}, alpha={self.alpha}, beta={self.beta}"
@@ -415,7 +597,7 @@ class _KABNConv(_PolynomialConv):
 
     family = "kabn"
 
-    def basis(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def _bernstein(self, x: torch.Tensor):
         u = torch.sigmoid(x)
         w = torch.sigmoid(-x)
         up, wp = [torch.ones_like(u)], [torch.ones_like(u)]
@@ -423,10 +605,24 @@ class _KABNConv(_PolynomialConv):
             up.append(up[-1] * u)
             wp.append(wp[-1] * w)
         n = self.degree
-        return [math.comb(n, v) * up[v] * wp[n - v] for v in range(n + 1)]
+        return u, w, [math.comb(n, v) * up[v] * wp[n - v] for v in range(n + 1)]
+
+    def basis(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self._bernstein(x)[2]
+
+    def basis_vjp(self, x: torch.Tensor):
+        u, w, bases = self._bernstein(x)
+        n = self.degree
+
+        def vjp(grad: torch.Tensor) -> tuple[torch.Tensor]:
+            # d/dx C(n,v) u^v w^(n-v) = B_v (v w - (n - v) u), since du/dx = u w = -dw/dx
+            return (_contract(grad, [b * (v * w - (n - v) * u) for v, b in enumerate(bases)]),)
+
+        return bases, vjp
 
 
 _WAVELETS = ("mexican_hat", "morlet", "dog")
+_MEXICAN_HAT = 2.0 / (math.sqrt(3.0) * math.pi ** 0.25)
 
 
 class _WavKANConv(KANConvBase):
@@ -469,14 +665,38 @@ class _WavKANConv(KANConvBase):
         return (self.shift, self.scale)
 
     def basis(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        view = (1, self.in_channels, self.num_wavelets) + (1,) * self.ndim
-        z = (x.unsqueeze(2) - shift.to(x.dtype).view(view)) / scale.to(x.dtype).view(view)
+        z = (x.unsqueeze(-1) - shift.to(x.dtype)) / scale.to(x.dtype)
         envelope = torch.exp(-0.5 * z.square())
         if self.wavelet == "mexican_hat":
-            return (2.0 / (math.sqrt(3.0) * math.pi ** 0.25)) * (1 - z.square()) * envelope
+            return _MEXICAN_HAT * (1 - z.square()) * envelope
         if self.wavelet == "morlet":
             return torch.cos(5.0 * z) * envelope
         return -z * envelope
+
+    def basis_vjp(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
+        inv_scale = 1 / scale.to(x.dtype)
+        z = (x.unsqueeze(-1) - shift.to(x.dtype)) * inv_scale
+        envelope = torch.exp(-0.5 * z.square())
+        if self.wavelet == "mexican_hat":
+            bases = _MEXICAN_HAT * (1 - z.square()) * envelope
+            slope = _MEXICAN_HAT * z * (z.square() - 3) * envelope
+        elif self.wavelet == "morlet":
+            angle = 5.0 * z
+            bases = torch.cos(angle) * envelope
+            slope = -(5.0 * torch.sin(angle) + z * torch.cos(angle)) * envelope
+        else:
+            bases = -z * envelope
+            slope = (z.square() - 1) * envelope
+
+        def vjp(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            # q = dL/dz / scale; z = (x - shift) / scale: dz/dx = 1/scale, dz/dshift = -1/scale, dz/dscale = -z/scale
+            q = grad * slope * inv_scale
+            batch_dims = tuple(range(q.dim() - 2))
+            grad_shift = -q.sum(batch_dims)
+            grad_scale = -(q * z).sum(batch_dims)
+            return q.sum(-1), grad_shift.to(shift.dtype), grad_scale.to(scale.dtype)
+
+        return bases, vjp
 
     def family_repr(self) -> str:
         return f"wavelet={self.wavelet!r}, num_wavelets={self.num_wavelets}, grid_range={self.grid_range}"
@@ -508,11 +728,24 @@ class _ReLUKANConv(KANConvBase):
     def num_bases(self) -> int:
         return self.grid_size + self.spline_order
 
+    def _hats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xe = x.unsqueeze(-1)
+        return F.relu(self.ends.to(x.dtype) - xe), F.relu(xe - self.starts.to(x.dtype))
+
     def basis(self, x: torch.Tensor) -> torch.Tensor:
-        xe = x.unsqueeze(2)
-        starts = _bshape(self.starts.to(x.dtype), self.ndim)
-        ends = _bshape(self.ends.to(x.dtype), self.ndim)
-        return (F.relu(ends - xe) * F.relu(xe - starts)).square() * self.norm_const
+        falling, rising = self._hats(x)
+        return (falling * rising).square() * self.norm_const
+
+    def basis_vjp(self, x: torch.Tensor):
+        falling, rising = self._hats(x)
+        product = falling * rising
+        bases = product.square() * self.norm_const
+
+        def vjp(grad: torch.Tensor) -> tuple[torch.Tensor]:
+            # where the product is non-zero, d(product)/dx = falling' rising + falling rising' = falling - rising
+            return ((grad * product * (falling - rising)).sum(-1).mul_(2 * self.norm_const),)
+
+        return bases, vjp
 
     def family_repr(self) -> str:
         return f"grid_size={self.grid_size}, spline_order={self.spline_order}, grid_range={self.grid_range}"
