@@ -243,3 +243,34 @@ def test_save_pretrained_push_to_hub_and_hf_hub_loading(local_hub, hf_cache, tmp
     torch.testing.assert_close(_logits(local, x), _logits(model, x), atol=0, rtol=0)
     with pytest.raises(WeightsNotFoundError):
         kanzoo.create_model(f"hf-hub:{repo_id}@no-such-branch", pretrained=True)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_torch_hub_entry_points_are_generated_from_the_registry(served, golden):
+    hubconf = torch.hub._import_module("hubconf", str(REPO_ROOT / "hubconf.py"))
+    listed = [name for name in dir(hubconf) if callable(getattr(hubconf, name)) and not name.startswith("_")]
+    assert sorted(listed) == sorted(kanzoo.list_models() + kanzoo.list_models(pretrained=True))
+    assert "tck_in1k" in hubconf.vggkan_11.__doc__ and hubconf.dependencies
+    for name, kwargs in (("vggkan_11", dict(tag="tck_in1k")), ("vggkan_11.tck_in1k", {}), ("vggkan_11", {})):
+        model = torch.hub.load(str(REPO_ROOT), name, source="local", pretrained=True, **kwargs, **SMALL)
+        torch.testing.assert_close(_logits(model, golden["input"]), golden["output"], atol=1e-5, rtol=0)
+    plain = torch.hub.load(str(REPO_ROOT), "vggkan_13", source="local", cfg=[4, "M", 8], width_multiplier=1)
+    assert isinstance(plain, kanzoo.models.VGGKAN)
+
+
+def test_cli_info_and_download(served, local_hub, capsys):
+    from kanzoo.cli import main
+
+    assert main(["info", "vggkan_11", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["weights"][0]["name"] == "vggkan_11.tck_in1k" and info["weights"][0]["cached"] is False
+    assert main(["download", "vggkan_11"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("vggkan_11.tck_in1k\t") and Path(out.split("\t")[1].strip()).is_file()
+    assert main(["info", "vggkan_11.tck_in1k"]) == 0
+    assert "(cached)" in capsys.readouterr().out
+    assert main(["download", "vggkan_11", "vggkan_19"]) == 1
+    assert "no pretrained weights named 'vggkan_19'" in capsys.readouterr().err
+    assert main(["info", "no_such_model"]) == 2

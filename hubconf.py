@@ -1,0 +1,41 @@
+"""torch.hub entry points, generated from kanzoo's registry: one per architecture and one per pretrained tag.
+
+    torch.hub.load('<owner>/kanzoo', 'vggkan_11', pretrained=True)                 # default tag
+    torch.hub.load(repo_dir, 'vggkan_11', source='local', pretrained=True, tag='tck_in1k')
+    torch.hub.load(repo_dir, 'vggkan_11.tck_in1k', source='local', pretrained=True, num_classes=10)
+
+Every keyword argument goes to ``kanzoo.create_model`` (``num_classes``, ``in_chans``, ``conv``...).
+"""
+
+dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors"]
+
+
+def _entry_point(name):
+    import kanzoo
+    from timm.models import get_arch_name
+    from timm.models._registry import model_entrypoint
+
+    architecture = get_arch_name(name)
+    tags = [t for t in kanzoo.list_models(pretrained=True) if get_arch_name(t) == architecture]
+
+    def entry(pretrained=False, tag=None, **kwargs):
+        if tag is not None and "." in name:
+            raise ValueError(f"{name!r} already names a tag; drop tag={tag!r} or load {architecture!r}")
+        return kanzoo.create_model(f"{name}.{tag}" if tag else name, pretrained=pretrained, **kwargs)
+
+    summary = (model_entrypoint(architecture).__doc__ or architecture).strip().splitlines()[0]
+    weights = ", ".join(t.partition(".")[2] for t in tags) or "none yet"
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = (f"{summary}\n\nArgs: pretrained (bool), tag (pretrained weights tag; available: {weights}; "
+                     "the first is the default), then any kanzoo.create_model keyword argument.")
+    return entry
+
+
+def _generate():
+    import kanzoo
+
+    names = kanzoo.list_models() + kanzoo.list_models(pretrained=True)
+    return {name: _entry_point(name) for name in names}
+
+
+globals().update(_generate())
