@@ -128,35 +128,39 @@ def make_layer(family: str, shape: LayerShape, groups: int, device: torch.device
                groups=groups, device=device, **FAMILY_KWARGS.get(family, {}))
 
 
-def _limit_cases(layer: KANConvBase, expanded: torch.Tensor, grad_out: torch.Tensor
-                 ) -> dict[str, Callable[[], None]]:
-    """Plain-PyTorch convolutions over the already-expanded input, each forward + backward."""
+LimitForward = Callable[[], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
+
+
+def limit_forwards(layer: KANConvBase, expanded: torch.Tensor) -> dict[str, LimitForward]:
+    """Plain-PyTorch convolutions over the already-expanded input, by name.
+
+    Each returns its output and the tensors to differentiate (expanded input, weight, bias): one
+    grouped ``F.conv2d`` in either memory format, and for depthwise layers also a depthwise conv
+    over the expanded channels followed by a sum over each channel's bases.
+    """
     pad = layer.kernel_size[0] // 2
     groups = layer.groups
-    cases: dict[str, Callable[[], None]] = {}
-    weight = layer.weight.detach().clone().requires_grad_(True)
+    forwards: dict[str, LimitForward] = {}
     bias = layer.bias.detach().clone().requires_grad_(True)
     for fmt_name, fmt in (("nchw", torch.contiguous_format), ("nhwc", torch.channels_last)):
         e = expanded.detach().contiguous(memory_format=fmt).requires_grad_(True)
-        w = weight.detach().contiguous(memory_format=fmt).requires_grad_(True)
-        g = grad_out.contiguous(memory_format=fmt)
+        w = layer.weight.detach().contiguous(memory_format=fmt).requires_grad_(True)
 
-        def grouped(e=e, w=w, g=g) -> None:
-            _grads(F.conv2d(e, w, bias, 1, pad, 1, groups), (e, w, bias), g)
+        def grouped(e=e, w=w):
+            return F.conv2d(e, w, bias, 1, pad, 1, groups), (e, w, bias)
 
-        cases[f"grouped/{fmt_name}"] = grouped
-        if groups == layer.in_channels and layer.out_channels == layer.in_channels:
-            per_basis = layer.expansion
-            wd = weight.detach().reshape(-1, 1, *layer.kernel_size).contiguous(memory_format=fmt)
+        forwards[f"grouped/{fmt_name}"] = grouped
+        if groups == layer.in_channels == layer.out_channels:
+            wd = layer.weight.detach().reshape(-1, 1, *layer.kernel_size).contiguous(memory_format=fmt)
             wd.requires_grad_(True)
 
-            def depthwise_sum(e=e, wd=wd, g=g) -> None:
+            def depthwise_sum(e=e, wd=wd):
                 y = F.conv2d(e, wd, None, 1, pad, 1, e.shape[1])
-                y = y.unflatten(1, (layer.in_channels, per_basis)).sum(2) + bias.view(1, -1, 1, 1)
-                _grads(y, (e, wd, bias), g)
+                y = y.unflatten(1, (layer.in_channels, layer.expansion)).sum(2) + bias.view(1, -1, 1, 1)
+                return y, (e, wd, bias)
 
-            cases[f"dw+sum/{fmt_name}"] = depthwise_sum
-    return cases
+            forwards[f"dw+sum/{fmt_name}"] = depthwise_sum
+    return forwards
 
 
 def bench_case(family: str, groups_name: str, shape: LayerShape, *, repeats: int, warmup: int,
@@ -180,8 +184,10 @@ def bench_case(family: str, groups_name: str, shape: LayerShape, *, repeats: int
             "conv": lambda: _grads(conv(x), (x, *conv_params), grad_out),
             "expand": lambda: _no_grad_expand(layer, x),
         }
-        limits = _limit_cases(layer, expanded, grad_out)
-        cases.update({f"limit:{name}": fn for name, fn in limits.items()})
+        limits = limit_forwards(layer, expanded)
+        for name, forward in limits.items():
+            grad = grad_out.contiguous(memory_format=torch.channels_last if "nhwc" in name else torch.contiguous_format)
+            cases[f"limit:{name}"] = lambda forward=forward, grad=grad: _grads(*forward(), grad)
         times = interleaved_min_times(cases, repeats, warmup, device)
         input_bytes = x.numel() * x.element_size()
         saved = saved_activation_bytes(lambda: layer(x), layer_params) / input_bytes
