@@ -203,9 +203,11 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 exists = repo_id in hub.repos
                 hub.repos.setdefault(repo_id, _Repo())
                 hub.repos[repo_id].commits.setdefault("main", "0" * 40)
-                if exists:
-                    return self._error(409, "RepoExists", "You already created this model repo")
-                return self._json({"url": f"{hub.url}/{repo_id}", "name": repo_id})
+                created = {"url": f"{hub.url}/{repo_id}", "name": repo_id}
+                if exists:  # like the Hub: 409, and the body still carries the url
+                    return self._send(409, json.dumps(dict(created, error="You already created this model repo"))
+                                      .encode(), {"X-Error-Message": "You already created this model repo"})
+                return self._json(created)
             if len(parts) >= 6 and parts[:2] == ["api", "models"]:
                 repo_id, action, revision = f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:])
                 if action == "preupload":

@@ -241,8 +241,31 @@ def test_save_pretrained_push_to_hub_and_hf_hub_loading(local_hub, hf_cache, tmp
         torch.testing.assert_close(_logits(rebuilt, x), _logits(model, x), atol=0, rtol=0)
     local = kanzoo.create_model(f"local-dir:{folder}", pretrained=True)
     torch.testing.assert_close(_logits(local, x), _logits(model, x), atol=0, rtol=0)
-    with pytest.raises(WeightsNotFoundError):
+    with pytest.raises(WeightsNotFoundError, match="no-such-branch"):
         kanzoo.create_model(f"hf-hub:{repo_id}@no-such-branch", pretrained=True)
+    model.reset_classifier(2)
+    kanzoo.push_to_hub(model, repo_id, revision="dev", token="test-token")
+    assert kanzoo.create_model(f"hf-hub:{repo_id}@dev", pretrained=True).get_classifier().out_features == 2
+    assert kanzoo.create_model(f"hf-hub:{repo_id}", pretrained=True).get_classifier().out_features == 3
+
+
+def test_save_pretrained_refuses_unsaveable_models_and_leaves_nothing_behind(tmp_path):
+    model = kanzoo.create_model("vggkan_11", cfg=[4], width_multiplier=1, norm_layer=torch.nn.BatchNorm2d)
+    with pytest.raises(ValueError, match="norm_layer"):
+        kanzoo.save_pretrained(model, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    features = kanzoo.create_model("vggkan_11", cfg=[4, "M", 4], width_multiplier=1, features_only=True,
+                                out_indices=(0, 1))
+    with pytest.raises(kanzoo.hub.HubError, match="whole models"):
+        kanzoo.save_pretrained(features, tmp_path / "features")
+
+
+def test_packaged_manifest_is_the_repository_manifest():
+    from importlib import resources
+
+    packaged = resources.files("kanzoo").joinpath("weights_manifest.json").read_text(encoding="utf-8")
+    assert json.loads(packaged) == json.loads((Path(__file__).resolve().parents[1] / "weights_manifest.json")
+                                              .read_text(encoding="utf-8"))
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
