@@ -42,9 +42,11 @@ class Expander(Protocol):
 
     ``prepare(x)`` is a cheap, differentiable re-layout of the input (padding, channels-last);
     ``expand_prepared(xp, *params)`` returns the expanded tensor the convolution reads;
-    ``expand_prepared_vjp(xp, *params)`` returns that tensor and a function mapping its gradient to
-    the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says that ``prepare`` only changes the
-    memory layout (so ``grad.movedim(-1, 1)`` undoes it and the prepared tensor may be saved instead).
+    ``expand_prepared_keep(xp, *params)`` returns it with a few input-sized tensors to keep for
+    backward; ``expand_prepared_vjp(xp, kept, *params)`` rebuilds the expanded tensor and returns a
+    function mapping its gradient to the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says
+    that ``prepare`` only changes the memory layout (so ``grad.movedim(-1, 1)`` undoes it and the
+    prepared tensor may be saved instead of the input).
     """
 
     prepare_is_relayout: bool
@@ -53,27 +55,34 @@ class Expander(Protocol):
 
     def expand_prepared(self, xp: torch.Tensor, *params: torch.Tensor) -> torch.Tensor: ...
 
-    def expand_prepared_vjp(self, xp: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, Vjp]: ...
+    def expand_prepared_keep(self, xp: torch.Tensor, *params: torch.Tensor
+                             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]: ...
+
+    def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], *params: torch.Tensor
+                            ) -> tuple[torch.Tensor, Vjp]: ...
 
 
 class _RecomputedExpandConv(torch.autograd.Function):
-    """conv(expand(x, *params), weight, bias) keeping only the prepared x, weight and params for backward."""
+    """conv(expand(x, *params), weight, bias) keeping the prepared x, a few input-sized tensors and the parameters."""
 
     @staticmethod
     def forward(ctx, expander: Expander, spec: ConvSpec, x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None, *params: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             xp = expander.prepare(x)
-            out = spec.conv(expander.expand_prepared(xp, *params), weight, bias)
+            expanded, kept = expander.expand_prepared_keep(xp, *params)
+            out = spec.conv(expanded, weight, bias)
         ctx.expander = expander
         ctx.spec = spec
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(xp if expander.prepare_is_relayout else x, weight, *params)
+        ctx.num_kept = len(kept)
+        ctx.save_for_backward(xp if expander.prepare_is_relayout else x, *kept, weight, *params)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        saved, weight, *params = ctx.saved_tensors
+        saved, *rest = ctx.saved_tensors
+        kept, (weight, *params) = rest[:ctx.num_kept], rest[ctx.num_kept:]
         expander: Expander = ctx.expander
         spec: ConvSpec = ctx.spec
         need_x, need_w, need_b = ctx.needs_input_grad[2:5]
@@ -85,7 +94,7 @@ class _RecomputedExpandConv(torch.autograd.Function):
                 x_leaf = saved.detach().requires_grad_(need_x)
                 xp = expander.prepare(x_leaf)
         with torch.no_grad():
-            expanded, vjp = expander.expand_prepared_vjp(xp.detach(), *params)
+            expanded, vjp = expander.expand_prepared_vjp(xp.detach(), kept, *params)
             compute_dtype = grad_out.dtype
             bias_sizes = [weight.shape[0]] if ctx.has_bias else None
             grad_expanded, grad_weight, grad_bias = torch.ops.aten.convolution_backward(

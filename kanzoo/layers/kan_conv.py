@@ -104,6 +104,15 @@ class KANConvBase(nn.Module):
 
     def basis(self, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """The ``K`` basis responses of the channels-last ``x``, pointwise (bases on a new last dim)."""
+        return self.basis_from(x, self.squash(x), *params)
+
+    def squash(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """At most one pointwise map of ``x`` (e.g. ``tanh x``) that the bases read, kept for backward."""
+        return ()
+
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], *params: torch.Tensor
+                   ) -> torch.Tensor | list[torch.Tensor]:
+        """``basis`` given ``squash(x)``."""
         raise NotImplementedError
 
     def basis_parameters(self) -> tuple[torch.Tensor, ...]:
@@ -160,28 +169,59 @@ class KANConvBase(nn.Module):
         base = None if self.base_activation is None else self.base_activation(xp)
         return self._to_conv_layout(self._assemble(base, self.basis(xp, *params)))
 
-    def expand_prepared_vjp(self, xp: torch.Tensor, *params: torch.Tensor):
-        """``expand_prepared`` plus a function mapping the expansion's gradient to ``(grad_xp, *grad_params)``."""
-        bases, basis_vjp = self.basis_vjp(xp, *params)
-        base, base_vjp = (None, None) if self.base_activation is None else _activation_vjp(self.base_activation, xp)
+    def expand_prepared_keep(self, xp: torch.Tensor, *params: torch.Tensor
+                             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``expand_prepared`` plus the pointwise maps of ``xp`` worth keeping for backward.
+
+        Kept are ``squash(xp)`` and, for a SiLU base branch, ``sigmoid(xp)``: with the input itself at
+        most three tensors of the input's size, and they spare backward its transcendental functions.
+        """
+        squashed = self.squash(xp)
+        kept = squashed
+        if self.base_activation is None:
+            base = None
+        elif type(self.base_activation) is nn.SiLU:
+            sig = torch.sigmoid(xp)
+            base = xp * sig
+            kept = (*squashed, sig)
+        else:
+            base = self.base_activation(xp)
+        expanded = self._to_conv_layout(self._assemble(base, self.basis_from(xp, squashed, *params)))
+        return expanded, kept
+
+    def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], *params: torch.Tensor):
+        """The expansion rebuilt from ``xp`` and what ``expand_prepared_keep`` kept, plus a function
+        mapping the expansion's gradient to ``(grad_xp, *grad_params)``."""
+        squashed = tuple(kept[:len(kept) - (type(self.base_activation) is nn.SiLU)])
+        bases, basis_vjp = self.basis_vjp(xp, squashed, *params)
+        base_vjp = None
+        if self.base_activation is None:
+            base = None
+        elif type(self.base_activation) is nn.SiLU:
+            sig = kept[-1]
+            base = xp * sig
+            base_vjp = _silu_derivative(sig, base)
+        else:
+            base, base_vjp = _activation_vjp(self.base_activation, xp)
         expanded = self._to_conv_layout(self._assemble(base, bases))
         offset = 0 if base is None else 1
 
         def vjp(grad_expanded: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
             grad = self._grad_to_last(grad_expanded)
             grad_xp, *grad_params = basis_vjp(grad[..., offset:])
-            if base_vjp is not None:
-                grad_base = base_vjp(grad[..., 0])
-                grad_xp = grad_base if grad_xp is None else grad_xp.add_(grad_base)
+            if isinstance(base_vjp, torch.Tensor):
+                grad_xp = grad_xp.addcmul_(grad[..., 0], base_vjp)
+            elif base_vjp is not None:
+                grad_xp = grad_xp.add_(base_vjp(grad[..., 0]))
             return (grad_xp, *grad_params)
 
         return expanded, vjp
 
-    def basis_vjp(self, x: torch.Tensor, *params: torch.Tensor):
+    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], *params: torch.Tensor):
         """``basis`` plus a function mapping the bases' gradient ``(*x.shape, K)`` to ``(grad_x, *grad_params)``.
 
-        This generic version differentiates ``basis`` with autograd; families override it with
-        closed-form derivatives computed alongside the bases.
+        This generic version differentiates ``basis`` with autograd (``squashed`` is recomputed);
+        families override it with closed-form derivatives computed alongside the bases.
         """
         with torch.enable_grad():
             leaves = [x.detach().requires_grad_(True), *(p.detach().requires_grad_(True) for p in params)]
@@ -286,12 +326,13 @@ def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
                          f"for a depthwise layer use out_channels = k * in_channels")
 
 
+def _silu_derivative(sig: torch.Tensor, silu: torch.Tensor) -> torch.Tensor:
+    """d silu(x) / dx = sigmoid(x) (1 + x (1 - sigmoid(x))) = sig + silu (1 - sig)."""
+    return torch.addcmul(sig, silu, 1 - sig)
+
+
 def _activation_vjp(activation: nn.Module, x: torch.Tensor):
-    """``activation(x)`` and a function mapping its gradient to the gradient of ``x`` (closed form for SiLU)."""
-    if type(activation) is nn.SiLU:
-        sig = torch.sigmoid(x)
-        derivative = sig * (1 + x * (1 - sig))
-        return F.silu(x), lambda grad: grad * derivative
+    """``activation(x)`` and a function mapping its gradient to the gradient of ``x`` (by autograd)."""
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
         y = activation(leaf)
@@ -379,14 +420,14 @@ class _KANConv(KANConvBase):
             derivatives = [(padded[q + 1] - padded[q]) * (mask[q] / h) for q in range(p + 1)]
         return [piece * m for piece, m in zip(pieces, mask)], index, derivatives
 
-    def basis(self, x: torch.Tensor) -> torch.Tensor:
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> torch.Tensor:
         pieces, index, _ = self._pieces(x, with_derivative=False)
         bases = x.new_zeros(*x.shape, self.num_bases)
         for piece, k in zip(pieces, index):
             bases = bases.scatter_add(-1, k, piece.unsqueeze(-1))
         return bases
 
-    def basis_vjp(self, x: torch.Tensor):
+    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
         pieces, index, derivatives = self._pieces(x, with_derivative=True)
         bases = x.new_zeros(*x.shape, self.num_bases)
         for piece, k in zip(pieces, index):
@@ -425,10 +466,10 @@ class _FastKANConv(KANConvBase):
     def num_bases(self) -> int:
         return self.grid_size
 
-    def basis(self, x: torch.Tensor) -> torch.Tensor:
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return torch.exp(-((x.unsqueeze(-1) - self.centres.to(x.dtype)) * self.inv_width).square())
 
-    def basis_vjp(self, x: torch.Tensor):
+    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
         z = (x.unsqueeze(-1) - self.centres.to(x.dtype)) * self.inv_width
         bases = torch.exp(-z.square())
         return bases, lambda grad: (((grad * z) * bases).sum(-1).mul_(-2 * self.inv_width),)
@@ -456,11 +497,14 @@ class _PolynomialConv(KANConvBase):
         """The ``degree + 1`` polynomials at ``u`` and, if asked, their derivatives in ``u``."""
         raise NotImplementedError
 
-    def basis(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.recursion(torch.tanh(x), with_derivative=False)[0]
+    def squash(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (torch.tanh(x),)
 
-    def basis_vjp(self, x: torch.Tensor):
-        u = torch.tanh(x)
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        return self.recursion(squashed[0], with_derivative=False)[0]
+
+    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
+        u = squashed[0]
         polys, derivatives = self.recursion(u, with_derivative=True)
         return polys, lambda grad: (_contract(grad, derivatives).mul_(1 - u * u),)
 
@@ -520,19 +564,19 @@ class _KAGNConv(_PolynomialConv):
     def basis_parameters(self) -> tuple[torch.Tensor, ...]:
         return (self.beta_weights,)
 
-    def _gram(self, x: torch.Tensor, beta_weights: torch.Tensor):
-        u = torch.tanh(x)
-        beta = (self.beta_scale.to(beta_weights.dtype) * beta_weights).to(x.dtype)
+    def _gram(self, u: torch.Tensor, beta_weights: torch.Tensor):
+        beta = (self.beta_scale.to(beta_weights.dtype) * beta_weights).to(u.dtype)
         polys = [torch.ones_like(u), u]
         for i in range(2, self.degree + 1):
             polys.append(u * polys[-1] - beta[i - 1] * polys[-2])
         return u, beta, polys[: self.degree + 1]
 
-    def basis(self, x: torch.Tensor, beta_weights: torch.Tensor) -> list[torch.Tensor]:
-        return [F.silu(p) for p in self._gram(x, beta_weights)[2]]
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], beta_weights: torch.Tensor
+                   ) -> list[torch.Tensor]:
+        return [F.silu(p) for p in self._gram(squashed[0], beta_weights)[2]]
 
-    def basis_vjp(self, x: torch.Tensor, beta_weights: torch.Tensor):
-        u, beta, polys = self._gram(x, beta_weights)
+    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], beta_weights: torch.Tensor):
+        u, beta, polys = self._gram(squashed[0], beta_weights)
         sigmoids = [None] + [torch.sigmoid(p) for p in polys[1:]]
         bases = [F.silu(polys[0])] + [p * sig for p, sig in zip(polys[1:], sigmoids[1:])]
 
@@ -597,8 +641,10 @@ class _KABNConv(_PolynomialConv):
 
     family = "kabn"
 
-    def _bernstein(self, x: torch.Tensor):
-        u = torch.sigmoid(x)
+    def squash(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (torch.sigmoid(x),)
+
+    def _bernstein(self, x: torch.Tensor, u: torch.Tensor):
         w = torch.sigmoid(-x)
         up, wp = [torch.ones_like(u)], [torch.ones_like(u)]
         for _ in range(self.degree):
@@ -607,11 +653,11 @@ class _KABNConv(_PolynomialConv):
         n = self.degree
         return u, w, [math.comb(n, v) * up[v] * wp[n - v] for v in range(n + 1)]
 
-    def basis(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self._bernstein(x)[2]
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        return self._bernstein(x, squashed[0])[2]
 
-    def basis_vjp(self, x: torch.Tensor):
-        u, w, bases = self._bernstein(x)
+    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
+        u, w, bases = self._bernstein(x, squashed[0])
         n = self.degree
 
         def vjp(grad: torch.Tensor) -> tuple[torch.Tensor]:
@@ -664,7 +710,8 @@ class _WavKANConv(KANConvBase):
     def basis_parameters(self) -> tuple[torch.Tensor, ...]:
         return (self.shift, self.scale)
 
-    def basis(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], shift: torch.Tensor,
+                   scale: torch.Tensor) -> torch.Tensor:
         z = (x.unsqueeze(-1) - shift.to(x.dtype)) / scale.to(x.dtype)
         envelope = torch.exp(-0.5 * z.square())
         if self.wavelet == "mexican_hat":
@@ -673,7 +720,8 @@ class _WavKANConv(KANConvBase):
             return torch.cos(5.0 * z) * envelope
         return -z * envelope
 
-    def basis_vjp(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
+    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], shift: torch.Tensor,
+                  scale: torch.Tensor):
         inv_scale = 1 / scale.to(x.dtype)
         z = (x.unsqueeze(-1) - shift.to(x.dtype)) * inv_scale
         envelope = torch.exp(-0.5 * z.square())
@@ -732,11 +780,11 @@ class _ReLUKANConv(KANConvBase):
         xe = x.unsqueeze(-1)
         return F.relu(self.ends.to(x.dtype) - xe), F.relu(xe - self.starts.to(x.dtype))
 
-    def basis(self, x: torch.Tensor) -> torch.Tensor:
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> torch.Tensor:
         falling, rising = self._hats(x)
         return (falling * rising).square() * self.norm_const
 
-    def basis_vjp(self, x: torch.Tensor):
+    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
         falling, rising = self._hats(x)
         product = falling * rising
         bases = product.square() * self.norm_const
