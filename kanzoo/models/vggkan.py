@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence, Union
 import torch
 from timm.layers import SelectAdaptivePool2d
 from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..layers import BottleneckKANConvBase, canonical_conv_name, convert_tck_kagn_state_dict, get_conv
 from ._builder import build_kan_model
@@ -153,6 +153,9 @@ class VGGKAN(nn.Module):
         if layout[-1] != "M":
             self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"features.{len(layout) - 1}"))
         self.features = nn.Sequential(*layers)
+        pools = [i + 1 for i, item in enumerate(layout) if item == "M"]
+        # checkpointing segments: each stage's convs with the pool that ends it
+        self._stages = [(a, b) for a, b in zip([0] + pools, pools + [len(layout)]) if b > a]
         self.num_features = self.head_hidden_size = channels
         self._traits = dict(first_conv=self._first_conv_names())
         self._build_head(num_classes, global_pool)
@@ -178,7 +181,7 @@ class VGGKAN(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each feature layer in backward instead of storing its activations."""
+        """Recompute each stage (convs up to and including their pool) in backward instead of storing activations."""
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
@@ -194,7 +197,9 @@ class VGGKAN(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map ``(N, num_features, H / 2^pools, W / 2^pools)``."""
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.features, x)
+            for start, end in self._stages:
+                x = checkpoint(self.features[start:end], x, use_reentrant=False)
+            return x
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
