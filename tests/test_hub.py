@@ -297,3 +297,22 @@ def test_cli_info_and_download(served, local_hub, capsys):
     assert main(["download", "vggkan_11", "vggkan_19"]) == 1
     assert "no pretrained weights named 'vggkan_19'" in capsys.readouterr().err
     assert main(["info", "no_such_model"]) == 2
+
+
+def test_fused_kan_weights_adapt_to_other_input_channels(tmp_path):
+    """Plain Gram stem (InstanceNorm layout): the fused (O, C*E, k, k) weight is adapted per input channel."""
+    tensors = load_file(DATA / "tck_goldens.safetensors")
+    case = "vgg_kagn_11v2_small"
+    path = tmp_path / "v2.safetensors"
+    save_file({k.split("/state/", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{case}/state/")}, path)
+    small = dict(cfg=[4, "M", 8, "M", 16, 16, "M", 32, 32, "M", 32, 32, "M", 32, 32], width_multiplier=1, degree=3,
+                 num_classes=10, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    rgb = kanzoo.create_model("vggkan_11_v2_in", **small)
+    x = tensors[f"{case}/input"]
+    torch.testing.assert_close(_logits(rgb, x), tensors[f"{case}/output"], atol=1e-5, rtol=0)
+    gray = x.mean(1, keepdim=True)
+    one = kanzoo.create_model("vggkan_11_v2_in", in_chans=1, **small)
+    assert one.features[0].weight.shape == (4, 1 * 5, 3, 3)  # base branch + 4 Gram bases of one channel
+    torch.testing.assert_close(_logits(one, gray), _logits(rgb, gray.expand(-1, 3, -1, -1)), atol=1e-5, rtol=0)
+    six = kanzoo.create_model("vggkan_11_v2_in", in_chans=6, **small)
+    torch.testing.assert_close(_logits(six, x.repeat(1, 2, 1, 1)), _logits(rgb, x), atol=1e-5, rtol=0)
