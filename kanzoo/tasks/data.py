@@ -236,6 +236,8 @@ def _scan_masks(pairs: list[tuple[str, str]], skipped: list[Skipped]) -> tuple[l
             with Image.open(image_path) as image:
                 image_size = image.size
             mask = read_mask(mask_path)
+        except TaskError:
+            raise
         except _DECODE_ERRORS as err:
             skipped.append(Skipped(image_path, f"{type(err).__name__}: {err}"))
             continue

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -217,7 +220,6 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, va
     if info.enabled:
         device_ids = [info.device.index] if info.device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    epoch = start_epoch
     try:
         epochs = tqdm(range(start_epoch + 1, settings.epochs + 1), desc=spec.name, initial=start_epoch,
                       total=settings.epochs, disable=_bar_disabled(settings.progress, info))
@@ -235,13 +237,17 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, va
                 result.best_metric, result.best_epoch = row[spec.metric], epoch
             rngs = _gather_rng(info)
             if info.is_main:
-                _write_epoch(model, optimizer, scheduler, scaler, epoch, rngs, result, spec, run, improved, row)
-                epochs.write(_summary(row, spec))
+                with _interrupt_after():
+                    _write_epoch(model, optimizer, scheduler, scaler, epoch, rngs, result, spec, run, improved, row)
+                    epochs.write(_summary(row, spec))
             distributed.barrier(info)
     except KeyboardInterrupt:
         if info.is_main:
-            tqdm.write(f"interrupted during epoch {epoch}; {run.checkpoint_path} holds the state after epoch "
-                       f"{epoch - 1}: run the same command with --resume to continue")
+            if result.history:
+                tqdm.write(f"interrupted; {run.checkpoint_path} holds the state after epoch "
+                           f"{result.history[-1]['epoch']}: run the same command with --resume to continue")
+            else:
+                tqdm.write("interrupted before the first epoch finished; nothing was saved: run the command again")
         raise
     return result
 
@@ -282,6 +288,22 @@ def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampl
         raise TaskError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {settings.lr})"
                         + (" or drop --amp" if settings.amp else ""))
     return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "skipped_images": int(sums[2]), "_started": started}
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold back Ctrl-C until the block is done (so an epoch's outputs are written together)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _write_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
