@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 from torch.func import functional_call
 
@@ -310,6 +311,38 @@ def test_backward_keeps_about_the_input_size(family: str) -> None:
     assert stored >= 2 * recomputed and stored > 3 * input_bytes
 
 
+def test_double_backward_needs_recompute_false() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    stored = kan_layer("kacn", 2, 2, 2, padding=1, recompute=False)
+    names, params = zip(*stored.named_parameters())
+
+    def run(inp: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
+        return functional_call(stored, dict(zip(names, values)), (inp,))
+
+    assert torch.autograd.gradgradcheck(run, (x, *params), fast_mode=True, rtol=1e-6, atol=1e-7)
+    recomputed = kan_layer("kacn", 2, 2, 2, padding=1)
+    with pytest.raises(RuntimeError, match="create_graph=True.*recompute=False"):
+        torch.autograd.grad(recomputed(x).sum() + x.pow(3).sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_activation_checkpointing_gives_the_same_gradients(reentrant: bool) -> None:
+    torch.manual_seed(0)
+    layer = kan_layer("kagn", padding=1, groups=2)
+    randomise_basis_parameters(layer)
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for use_checkpoint in (False, True):
+        x.grad = None
+        layer.zero_grad()
+        y = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=reentrant) if use_checkpoint else layer(x)
+        y.square().sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(checkpointed, plain)
+
+
 # ---------------------------------------------------------------------------------------------
 # Torch-Conv-KAN goldens
 
@@ -426,6 +459,15 @@ def test_get_conv_unknown_names() -> None:
         get_conv("fourier")
     with pytest.raises(ValueError, match="ndim must be 1, 2 or 3, got 4"):
         get_conv("kagn", ndim=4)
+
+
+def test_readme_layer_examples_run() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```python\n")[1:]
+    assert len(blocks) >= 2, "the README's Layers section has lost its examples"
+    for block in blocks:
+        exec(compile(block.split("```", 1)[0], "README.md", "exec"), {})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -375,3 +375,44 @@ def test_bottleneck_matches_reference(family: str, nd: int, mode: str) -> None:
               * norm.weight.detach().view(shape) + norm.bias.detach().view(shape))
     expected = torch.relu(normed)
     torch.testing.assert_close(layer(x), expected, rtol=1e-9, atol=1e-10)
+
+
+EDGE_SETTINGS = [
+    ("kan", dict(grid_size=1, spline_order=0)),
+    ("kan", dict(grid_size=4, spline_order=1)),
+    ("kan", dict(grid_size=2, spline_order=4, grid_range=(-0.5, 2.0))),
+    ("relukan", dict(grid_size=1, spline_order=0)),
+    ("relukan", dict(grid_size=4, spline_order=3, grid_range=(-2.0, 0.5))),
+    ("fastkan", dict(grid_size=2)),
+    ("fastkan", dict(grid_size=7, grid_range=(-3.0, 1.0))),
+    *[(family, dict(degree=degree)) for family in ("kacn", "kaln", "kagn", "kabn") for degree in (0, 1, 6)],
+    ("kajn", dict(degree=0)),
+    ("kajn", dict(degree=1, alpha=2.0, beta=0.0)),
+    ("kajn", dict(degree=5, alpha=-0.5, beta=0.25)),
+    *[("wavkan", dict(wavelet=w, num_wavelets=n)) for w in ("mexican_hat", "morlet", "dog") for n in (1, 5)],
+    ("kacn", dict(degree=2, base_activation=None)),
+    ("kagn", dict(degree=2, base_activation="gelu", bias=False)),
+    ("kan", dict(base_activation="identity")),
+]
+
+
+@pytest.mark.parametrize("family,settings", EDGE_SETTINGS,
+                         ids=[f"{f}-" + "-".join(f"{k}={v}" for k, v in s.items()) for f, s in EDGE_SETTINGS])
+def test_family_settings_match_reference_and_recompute(family: str, settings: dict) -> None:
+    """Forward against the reference, and recomputed gradients against autograd's, at edge settings."""
+    torch.manual_seed(zlib.crc32(repr((family, settings)).encode()))
+    layer = FAMILIES[family][1](4, 4, (3, 2), stride=(1, 2), padding=(1, 1), groups=2,
+                                padding_mode="reflect" if family in ("kan", "kagn") else "zeros",
+                                dtype=torch.float64, **settings)
+    _randomise(layer)
+    x = (torch.randn(2, 4, 5, 6, dtype=torch.float64) * 1.5).requires_grad_()
+    y = layer(x)
+    torch.testing.assert_close(y, reference_kan_conv(layer, x.detach()), rtol=1e-9, atol=1e-10)
+    grad_out = torch.randn_like(y)
+    grads = []
+    for recompute in (True, False):
+        layer.recompute = recompute
+        inputs = [x, *layer.parameters()]
+        grads.append(torch.autograd.grad(layer(x), inputs, grad_out, allow_unused=True, materialize_grads=True))
+    for name, with_recompute, stored in zip(["input", *dict(layer.named_parameters())], *grads):
+        torch.testing.assert_close(with_recompute, stored, rtol=1e-10, atol=1e-12, msg=name)

@@ -81,6 +81,10 @@ class _RecomputedExpandConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError("double backward (create_graph=True) through a KAN convolution built with "
+                               "recompute=True is not supported: its backward is not differentiable. "
+                               "Build the layer with recompute=False.")
         saved, *rest = ctx.saved_tensors
         kept, (weight, *params) = rest[:ctx.num_kept], rest[ctx.num_kept:]
         expander: Expander = ctx.expander
