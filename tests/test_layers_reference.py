@@ -266,6 +266,15 @@ IN_CHANNELS = {1: 4, 2: 4, 3: 2}
 INPUT_SIZES = {1: (9,), 2: (5, 6), 3: (3, 4, 5)}
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny shapes gain nothing from intra-op threads, which only add latency on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _per_dim(value, nd: int):
     """A per-dimension value from a 3-list (first nd entries), or a scalar/string unchanged."""
     return tuple(value[:nd]) if isinstance(value, list) else value
