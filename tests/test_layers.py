@@ -176,6 +176,54 @@ def test_translation_equivariance_on_interior(family: str, nd: int) -> None:
     torch.testing.assert_close(y_shifted[interior], y[moved])
 
 
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_expand_then_plain_conv_is_the_layer(family: str, mode: str) -> None:
+    """The public ``expand(x)`` is what the single grouped convolution reads."""
+    torch.manual_seed(0)
+    layer = kan_layer(family, in_channels=4, out_channels=6, groups=2, padding=1, stride=(2, 1), padding_mode=mode)
+    randomise_basis_parameters(layer)
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64)
+    expanded = layer.expand(x, *layer.basis_parameters())
+    assert expanded.shape[1] == 4 * layer.weight.shape[1] // 2
+    conv_padding = 1 if mode == "zeros" else 0
+    expected = F.conv2d(expanded, layer.weight, layer.bias, layer.stride, conv_padding, layer.dilation, layer.groups)
+    torch.testing.assert_close(layer(x), expected)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_memory_layout_of_the_input_does_not_matter(nd: int) -> None:
+    torch.manual_seed(0)
+    layer = kan_layer("kan", nd, 4, 4, padding=1, groups=2)
+    x = torch.randn(2, 4, *SIZES[nd], dtype=torch.float64)
+    expected = layer(x)
+    channels_last = x.movedim(1, -1).contiguous().movedim(-1, 1)
+    strided = torch.randn(2, 4, *(2 * s for s in SIZES[nd]), dtype=torch.float64)[(..., *[slice(None, None, 2)] * nd)]
+    strided.copy_(x)
+    for variant in (channels_last, strided):
+        torch.testing.assert_close(layer(variant), expected)
+        variant = variant.clone().requires_grad_()
+        layer(variant).sum().backward()
+        reference = x.clone().requires_grad_()
+        layer(reference).sum().backward()
+        torch.testing.assert_close(variant.grad, reference.grad)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_layers_copy_and_pickle(family: str) -> None:
+    import copy
+    import io
+
+    layer = kan_layer(family, padding=1, norm_layer="batch", act_layer="silu").eval()
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)
+    buffer.seek(0)
+    for clone in (copy.deepcopy(layer), torch.load(buffer, weights_only=False)):
+        assert type(clone) is type(layer)
+        torch.testing.assert_close(clone(x), layer(x))
+
+
 # ---------------------------------------------------------------------------------------------
 # Shapes, norms, activations, dropout
 
