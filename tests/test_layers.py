@@ -553,10 +553,11 @@ def test_buffers_match_the_factory_dtype() -> None:
     torch.testing.assert_close(layer.grid[4], torch.tensor(-0.6, dtype=torch.float64), rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_autocast_bf16_on_cpu(family: str) -> None:
+def test_autocast_bf16_on_cpu(family: str, recompute: bool) -> None:
     torch.manual_seed(0)
-    layer = kan_layer(family, groups=2, padding=1, dtype=None)
+    layer = kan_layer(family, groups=2, padding=1, dtype=None, recompute=recompute)
     x = torch.randn(2, 4, 6, 7, requires_grad=True)
     reference = layer(x).detach()
     with torch.autocast("cpu", dtype=torch.bfloat16):
