@@ -9,12 +9,10 @@ vector-Jacobian product, runs the convolution's backward once, and maps the expa
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
-
-Vjp = Callable[[torch.Tensor], Sequence[torch.Tensor | None]]
 
 _CONV_FNS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -41,37 +39,54 @@ class Expander(Protocol):
     """What ``expand_then_conv`` needs from a layer: an input preparation and the expansion with its VJP.
 
     ``prepare(x)`` is a cheap, differentiable re-layout of the input (padding, channels-last);
-    ``expand_prepared(xp, *params)`` returns the expanded tensor the convolution reads;
-    ``expand_prepared_keep(xp, *params)`` returns it with a few input-sized tensors to keep for
-    backward; ``expand_prepared_vjp(xp, kept, *params)`` rebuilds the expanded tensor and returns a
-    function mapping its gradient to the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says
-    that ``prepare`` only changes the memory layout (so ``grad.movedim(-1, 1)`` undoes it and the
-    prepared tensor may be saved instead of the input).
+    ``expand_prepared(xp, *params)`` returns the expanded tensor the convolution reads (autograd-aware);
+    ``expand_prepared_keep(xp, *params, dtype=...)`` returns the expansion before ``to_conv_layout``
+    with a few input-sized tensors to keep for backward; ``expand_prepared_vjp(xp, kept, params, out,
+    grad_expanded)`` rebuilds that expansion into ``out`` and maps the gradient of the convolution's
+    input to the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says that ``prepare`` only
+    changes the memory layout (so ``grad.movedim(-1, 1)`` undoes it and the prepared tensor may be
+    saved instead of the input).
     """
 
     prepare_is_relayout: bool
+    expansion: int
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def expand_prepared(self, xp: torch.Tensor, *params: torch.Tensor) -> torch.Tensor: ...
 
-    def expand_prepared_keep(self, xp: torch.Tensor, *params: torch.Tensor
-                             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]: ...
+    def expand_prepared_keep(self, xp: torch.Tensor, *params: torch.Tensor, keep: bool = True,
+                             dtype: torch.dtype | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]: ...
 
-    def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], *params: torch.Tensor
-                            ) -> tuple[torch.Tensor, Vjp]: ...
+    def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
+                            out: torch.Tensor, grad_expanded: torch.Tensor | None
+                            ) -> tuple[torch.Tensor | None, ...] | None: ...
+
+    def to_conv_layout(self, expanded: torch.Tensor) -> torch.Tensor: ...
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would cast a convolution's input ``x`` to, or None (autocast off, or float64)."""
+    device_type = x.device.type
+    if x.dtype != torch.float64 and device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
 
 
 class _RecomputedExpandConv(torch.autograd.Function):
-    """conv(expand(x, *params), weight, bias) keeping the prepared x, a few input-sized tensors and the parameters."""
+    """conv(expand(x, *params), weight, bias) keeping the prepared x, a few input-sized tensors and the parameters.
+
+    Backward first computes the convolution's input gradient (which needs no expansion), then
+    rebuilds the expansion block by block while applying its VJP, then the weight gradient.
+    """
 
     @staticmethod
     def forward(ctx, expander: Expander, spec: ConvSpec, x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None, *params: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             xp = expander.prepare(x)
-            expanded, kept = expander.expand_prepared_keep(xp, *params)
-            out = spec.conv(expanded, weight, bias)
+            expanded, kept = expander.expand_prepared_keep(xp, *params, dtype=_autocast_dtype(x))
+            out = spec.conv(expander.to_conv_layout(expanded), weight, bias)
         ctx.expander = expander
         ctx.spec = spec
         ctx.has_bias = bias is not None
@@ -90,28 +105,36 @@ class _RecomputedExpandConv(torch.autograd.Function):
         expander: Expander = ctx.expander
         spec: ConvSpec = ctx.spec
         need_x, need_w, need_b = ctx.needs_input_grad[2:5]
-        need_expanded = need_x or any(ctx.needs_input_grad[5:])
+        need_params = ctx.needs_input_grad[5:]
+        need_expanded = need_x or any(need_params)
         if expander.prepare_is_relayout:
             x_leaf, xp = None, saved
         else:
             with torch.enable_grad():
                 x_leaf = saved.detach().requires_grad_(need_x)
                 xp = expander.prepare(x_leaf)
+        grad_x, grad_weight, grad_bias, grad_params = None, None, None, [None] * len(params)
         with torch.no_grad():
-            expanded, vjp = expander.expand_prepared_vjp(xp.detach(), kept, *params)
             compute_dtype = grad_out.dtype
-            bias_sizes = [weight.shape[0]] if ctx.has_bias else None
-            grad_expanded, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-                grad_out, expanded.to(compute_dtype), weight.to(compute_dtype), bias_sizes,
-                spec.stride, spec.padding, spec.dilation, False, [0] * spec.ndim, spec.groups,
-                [need_expanded, need_w, need_b and ctx.has_bias],
-            )
-            del expanded
-            grad_x, grad_params = None, [None] * len(params)
-            if grad_expanded is not None:
-                grad_xp, *grad_params = vjp(grad_expanded)
-                grad_params = [g if need else None for g, need in zip(grad_params, ctx.needs_input_grad[5:])]
-                if need_x and grad_xp is not None:
+            weight_c = weight.to(compute_dtype)
+            expanded = xp.new_empty(*xp.shape, expander.expansion, dtype=compute_dtype)
+            conv_args = (spec.stride, spec.padding, spec.dilation, False, [0] * spec.ndim, spec.groups)
+            grad_expanded = None
+            if need_expanded:
+                # the input gradient of a convolution reads only the input's shape and layout, not its values
+                grad_expanded = torch.ops.aten.convolution_backward(
+                    grad_out, expander.to_conv_layout(expanded), weight_c, None, *conv_args, [True, False, False])[0]
+            grads = expander.expand_prepared_vjp(xp.detach(), kept, params, expanded, grad_expanded)
+            del grad_expanded
+            if need_w or (need_b and ctx.has_bias):
+                bias_sizes = [weight.shape[0]] if ctx.has_bias else None
+                _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                    grad_out, expander.to_conv_layout(expanded), weight_c, bias_sizes, *conv_args,
+                    [False, need_w, need_b and ctx.has_bias])
+            if grads is not None:
+                grad_xp, *grad_params = grads
+                grad_params = [g if need else None for g, need in zip(grad_params, need_params)]
+                if need_x:
                     if x_leaf is None:
                         grad_x = grad_xp.movedim(-1, 1)
                     else:

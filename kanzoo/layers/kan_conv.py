@@ -19,6 +19,9 @@ from torch import nn
 from .fused import ConvSpec, expand_then_conv
 from .helpers import PADDING_MODES, ActSpec, NormSpec, create_act, create_norm, ntuple, resolve_padding
 
+# Values per block of the blocked (cache-sized) expansion on the CPU.
+_BLOCK_ELEMENTS = 1 << 16
+
 _INPUT_NAMES = {1: "(C, L) or (N, C, L)", 2: "(C, H, W) or (N, C, H, W)", 3: "(C, D, H, W) or (N, C, D, H, W)"}
 
 __all__ = [
@@ -166,56 +169,88 @@ class KANConvBase(nn.Module):
 
     def expand_prepared(self, xp: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         """``expand`` of an input already passed through ``prepare``."""
-        base = None if self.base_activation is None else self.base_activation(xp)
-        return self._to_conv_layout(self._assemble(base, self.basis(xp, *params)))
+        if torch.is_grad_enabled() and (xp.requires_grad or any(p.requires_grad for p in params)):
+            base = None if self.base_activation is None else self.base_activation(xp)
+            return self.to_conv_layout(self._assemble(base, self.basis(xp, *params)))
+        return self.to_conv_layout(self.expand_prepared_keep(xp, *params, keep=False)[0])
 
-    def expand_prepared_keep(self, xp: torch.Tensor, *params: torch.Tensor
-                             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """``expand_prepared`` plus the pointwise maps of ``xp`` worth keeping for backward.
+    def expand_prepared_keep(self, xp: torch.Tensor, *params: torch.Tensor, keep: bool = True,
+                             dtype: torch.dtype | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The expansion ``(N, *spatial, C, K + 1)`` of ``xp`` (no autograd) and what backward keeps.
 
         Kept are ``squash(xp)`` and, for a SiLU base branch, ``sigmoid(xp)``: with the input itself at
         most three tensors of the input's size, and they spare backward its transcendental functions.
+        On the CPU the work runs in blocks of rows small enough to stay in cache.
         """
-        squashed = self.squash(xp)
-        kept = squashed
+        x_rows = xp.reshape(-1, self.in_channels)
+        out = xp.new_empty(*xp.shape, self.expansion, dtype=dtype or xp.dtype)
+        out_rows = out.view(-1, self.in_channels, self.expansion)
+        kept: list[torch.Tensor] = []
+        for rows in self._row_blocks(x_rows):
+            x = x_rows[rows]
+            squashed = self.squash(x)
+            base, sig = self._base(x, None)
+            self._assemble(base, self.basis_from(x, squashed, *params), out=out_rows[rows])
+            if keep:
+                parts = (*squashed, sig) if sig is not None else squashed
+                if not kept:
+                    kept = [torch.empty_like(x_rows, dtype=part.dtype) for part in parts]
+                for full, part in zip(kept, parts):
+                    full[rows] = part
+        return out, tuple(k.view(xp.shape) for k in kept)
+
+    def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
+                            out: torch.Tensor, grad_expanded: torch.Tensor | None
+                            ) -> tuple[torch.Tensor | None, ...] | None:
+        """Rebuild the expansion of ``xp`` into ``out`` from what ``expand_prepared_keep`` kept and, given the
+        expansion's gradient, return ``(grad_xp, *grad_params)``, in one blocked pass."""
+        silu_base = type(self.base_activation) is nn.SiLU
+        x_rows = xp.reshape(-1, self.in_channels)
+        kept_rows = [k.reshape(-1, self.in_channels) for k in kept]
+        out_rows = out.view(-1, self.in_channels, self.expansion)
+        grad_rows = None
+        if grad_expanded is not None:
+            grad_rows = self._grad_to_last(grad_expanded).reshape(-1, self.in_channels, self.expansion)
+        grad_x = None if grad_rows is None else torch.empty_like(x_rows, dtype=torch.promote_types(
+            x_rows.dtype, grad_rows.dtype))
+        grad_params: list[torch.Tensor | None] = [None] * len(params)
+        offset = 0 if self.base_activation is None else 1
+        for rows in self._row_blocks(x_rows):
+            x = x_rows[rows]
+            squashed = tuple(k[rows] for k in kept_rows[:len(kept_rows) - silu_base])
+            base, sig = self._base(x, kept_rows[-1][rows] if silu_base else None)
+            if grad_rows is None:
+                self._assemble(base, self.basis_from(x, squashed, *params), out=out_rows[rows])
+                continue
+            bases, basis_vjp = self.basis_vjp(x, squashed, *params)
+            self._assemble(base, bases, out=out_rows[rows])
+            grad = grad_rows[rows]
+            block_grad_x, *block_grad_params = basis_vjp(grad[..., offset:])
+            if sig is not None:
+                block_grad_x.addcmul_(grad[..., 0], _silu_derivative(sig, base))
+            elif self.base_activation is not None:
+                block_grad_x.add_(_activation_vjp(self.base_activation, x)[1](grad[..., 0]))
+            grad_x[rows] = block_grad_x
+            grad_params = [g if total is None else (total if g is None else total + g)
+                           for total, g in zip(grad_params, block_grad_params)]
+        if grad_x is None:
+            return None
+        return (grad_x.view(xp.shape), *grad_params)
+
+    def _base(self, x: torch.Tensor, sig: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The base branch of ``x`` and, for SiLU, the sigmoid it was made from (given or computed)."""
         if self.base_activation is None:
-            base = None
-        elif type(self.base_activation) is nn.SiLU:
-            sig = torch.sigmoid(xp)
-            base = xp * sig
-            kept = (*squashed, sig)
-        else:
-            base = self.base_activation(xp)
-        expanded = self._to_conv_layout(self._assemble(base, self.basis_from(xp, squashed, *params)))
-        return expanded, kept
+            return None, None
+        if type(self.base_activation) is nn.SiLU:
+            sig = torch.sigmoid(x) if sig is None else sig
+            return x * sig, sig
+        return self.base_activation(x), None
 
-    def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], *params: torch.Tensor):
-        """The expansion rebuilt from ``xp`` and what ``expand_prepared_keep`` kept, plus a function
-        mapping the expansion's gradient to ``(grad_xp, *grad_params)``."""
-        squashed = tuple(kept[:len(kept) - (type(self.base_activation) is nn.SiLU)])
-        bases, basis_vjp = self.basis_vjp(xp, squashed, *params)
-        base_vjp = None
-        if self.base_activation is None:
-            base = None
-        elif type(self.base_activation) is nn.SiLU:
-            sig = kept[-1]
-            base = xp * sig
-            base_vjp = _silu_derivative(sig, base)
-        else:
-            base, base_vjp = _activation_vjp(self.base_activation, xp)
-        expanded = self._to_conv_layout(self._assemble(base, bases))
-        offset = 0 if base is None else 1
-
-        def vjp(grad_expanded: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-            grad = self._grad_to_last(grad_expanded)
-            grad_xp, *grad_params = basis_vjp(grad[..., offset:])
-            if isinstance(base_vjp, torch.Tensor):
-                grad_xp = grad_xp.addcmul_(grad[..., 0], base_vjp)
-            elif base_vjp is not None:
-                grad_xp = grad_xp.add_(base_vjp(grad[..., 0]))
-            return (grad_xp, *grad_params)
-
-        return expanded, vjp
+    def _row_blocks(self, x_rows: torch.Tensor) -> list[slice]:
+        """Blocks of rows of ``(rows, C)`` holding about ``_BLOCK_ELEMENTS`` values (one block off the CPU)."""
+        total = x_rows.shape[0]
+        step = total if x_rows.device.type != "cpu" else max(1, _BLOCK_ELEMENTS // max(1, self.in_channels))
+        return [slice(i, min(i + step, total)) for i in range(0, total, step)] or [slice(0, 0)]
 
     def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], *params: torch.Tensor):
         """``basis`` plus a function mapping the bases' gradient ``(*x.shape, K)`` to ``(grad_x, *grad_params)``.
@@ -235,13 +270,20 @@ class KANConvBase(nn.Module):
         detached = bases.detach() if isinstance(bases, torch.Tensor) else [b.detach() for b in bases]
         return detached, vjp
 
-    def _assemble(self, base: torch.Tensor | None, bases: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        """Base response and bases of ``(N, *spatial, C)`` as one ``(N, *spatial, C, K + 1)`` tensor."""
-        if isinstance(bases, torch.Tensor):
-            return bases if base is None else torch.cat([base.unsqueeze(-1), bases], dim=-1)
-        return torch.stack(list(bases) if base is None else [base, *bases], dim=-1)
+    def _assemble(self, base: torch.Tensor | None, bases: torch.Tensor | list[torch.Tensor],
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+        """Base response and bases of ``(..., C)`` as one ``(..., C, K + 1)`` tensor (written into ``out`` if given)."""
+        parts: list[torch.Tensor] = [] if base is None else [base.unsqueeze(-1)]
+        parts += [bases] if isinstance(bases, torch.Tensor) else [b.unsqueeze(-1) for b in bases]
+        if out is None:
+            return torch.cat(parts, dim=-1)
+        start = 0
+        for part in parts:
+            out[..., start:start + part.shape[-1]] = part
+            start += part.shape[-1]
+        return out
 
-    def _to_conv_layout(self, expanded_last: torch.Tensor) -> torch.Tensor:
+    def to_conv_layout(self, expanded_last: torch.Tensor) -> torch.Tensor:
         """``(N, *spatial, C, K + 1)`` -> the convolution's ``(N, C * (K + 1), *spatial)`` (a view, channels last)."""
         expanded = expanded_last.flatten(-2).movedim(-1, 1)
         if self.padding_mode == "zeros" and self._pad_before != self._pad_after:
@@ -249,7 +291,7 @@ class KANConvBase(nn.Module):
         return expanded
 
     def _grad_to_last(self, grad_expanded: torch.Tensor) -> torch.Tensor:
-        """Inverse of ``_to_conv_layout`` for a gradient: ``(N, *spatial, C, K + 1)``."""
+        """Inverse of ``to_conv_layout`` for a gradient: ``(N, *spatial, C, K + 1)``."""
         if self.padding_mode == "zeros" and self._pad_before != self._pad_after:
             crop = tuple(slice(0, size - extra) for size, extra in
                          zip(grad_expanded.shape[2:], self._extra_zero_pad()))
@@ -466,13 +508,14 @@ class _FastKANConv(KANConvBase):
     def num_bases(self) -> int:
         return self.grid_size
 
-    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return torch.exp(-((x.unsqueeze(-1) - self.centres.to(x.dtype)) * self.inv_width).square())
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        return [torch.exp(-((x - centre) * self.inv_width).square()) for centre in self.centres.to(x.dtype)]
 
     def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
-        z = (x.unsqueeze(-1) - self.centres.to(x.dtype)) * self.inv_width
-        bases = torch.exp(-z.square())
-        return bases, lambda grad: (((grad * z) * bases).sum(-1).mul_(-2 * self.inv_width),)
+        zs = [(x - centre) * self.inv_width for centre in self.centres.to(x.dtype)]
+        bases = [torch.exp(-z.square()) for z in zs]
+        # d/dx exp(-z^2) = -2 z exp(-z^2) * inv_width
+        return bases, lambda grad: (_contract(grad, [z * b for z, b in zip(zs, bases)]).mul_(-2 * self.inv_width),)
 
     def family_repr(self) -> str:
         return f"grid_size={self.grid_size}, grid_range={self.grid_range}"
@@ -776,22 +819,22 @@ class _ReLUKANConv(KANConvBase):
     def num_bases(self) -> int:
         return self.grid_size + self.spline_order
 
-    def _hats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xe = x.unsqueeze(-1)
-        return F.relu(self.ends.to(x.dtype) - xe), F.relu(xe - self.starts.to(x.dtype))
+    def _hats(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        ends, starts = self.ends.to(x.dtype), self.starts.to(x.dtype)
+        return [(F.relu(end - x), F.relu(x - start)) for end, start in zip(ends, starts)]
 
-    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        falling, rising = self._hats(x)
-        return (falling * rising).square() * self.norm_const
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        return [(falling * rising).square() * self.norm_const for falling, rising in self._hats(x)]
 
     def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
-        falling, rising = self._hats(x)
-        product = falling * rising
-        bases = product.square() * self.norm_const
+        hats = self._hats(x)
+        products = [falling * rising for falling, rising in hats]
+        bases = [product.square() * self.norm_const for product in products]
 
         def vjp(grad: torch.Tensor) -> tuple[torch.Tensor]:
             # where the product is non-zero, d(product)/dx = falling' rising + falling rising' = falling - rising
-            return ((grad * product * (falling - rising)).sum(-1).mul_(2 * self.norm_const),)
+            slopes = [product * (falling - rising) for product, (falling, rising) in zip(products, hats)]
+            return (_contract(grad, slopes).mul_(2 * self.norm_const),)
 
         return bases, vjp
 
