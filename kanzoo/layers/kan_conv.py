@@ -169,7 +169,8 @@ class KANConvBase(nn.Module):
 
     def expand_prepared(self, xp: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         """``expand`` of an input already passed through ``prepare``."""
-        if torch.is_grad_enabled() and (xp.requires_grad or any(p.requires_grad for p in params)):
+        traced = torch.compiler.is_compiling() or torch.jit.is_tracing()  # export: plain ops, any batch size
+        if traced or (torch.is_grad_enabled() and (xp.requires_grad or any(p.requires_grad for p in params))):
             base = None if self.base_activation is None else self.base_activation(xp)
             return self.to_conv_layout(self._assemble(base, self.basis(xp, *params)))
         return self.to_conv_layout(self.expand_prepared_keep(xp, *params, keep=False)[0])
