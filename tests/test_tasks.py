@@ -269,3 +269,22 @@ def test_imagenet_heads_get_imagenet_class_names():
     model = kanzoo.create_model("reskanet_18", width=0.0625)
     names = label_names(model)
     assert len(names) == 1000 and names[1].startswith("goldfish")
+
+
+def test_push_to_hub_uploads_the_best_model(cls_data, tmp_path, local_hub, hf_cache):
+    result = finetune("reskanet_18", cls_data, tmp_path / "run", push_to_hub="kanzoo-tests/pushed-run",
+                      **dict(FINETUNE_ARGS, epochs=1))
+    pulled = kanzoo.create_model("hf-hub:kanzoo-tests/pushed-run", pretrained=True).eval()
+    local = kanzoo.create_model(f"local-dir:{result.best_dir}", pretrained=True).eval()
+    assert label_names(pulled) == list(CLASSES)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(pulled(x), local(x), atol=0, rtol=0)
+    card = local_hub.file("kanzoo-tests/pushed-run", "README.md").decode()
+    assert "val_top1" in card
+
+
+def test_amp_run_on_cpu_trains_in_bfloat16(cls_data, tmp_path):
+    result = finetune("reskanet_18", cls_data, tmp_path / "run", amp=True, **dict(FINETUNE_ARGS, epochs=1))
+    row = result.history[0]
+    assert np.isfinite(row["train_loss"]) and 0.0 <= row["val_top1"] <= 1.0

@@ -72,7 +72,7 @@ def test_unknown_model_name_suggests_close_names():
         check_model_name("reskanet18")
     with pytest.raises(TaskError, match="unknown pretrained tag 'nope' for reskanet_18"):
         check_model_name("reskanet_18.nope")
-    with pytest.raises(TaskError, match="unknown model 'zzzz'; run `kanzoo list-models`"):
+    with pytest.raises(TaskError, match="unknown model 'zzzz'; run `kanzoo list`"):
         check_model_name("zzzz")
 
 

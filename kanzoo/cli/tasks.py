@@ -203,7 +203,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                               description="Writes a synthetic 4-class pattern data set, fine-tunes a small "
                               "ResKANet-18 on it, saves a hub-ready folder, reloads it and evaluates it.")
     p.add_argument("--out", default="kanzoo-quickstart", help="folder for data and run (kanzoo-quickstart)")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=10, help="epochs (10: about two minutes on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a previous quick start run")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")

@@ -45,7 +45,7 @@ def check_model_name(name: str) -> None:
         raise TaskError(f"{name} is a path but not a hub-ready folder (it has no config.json); pass a folder "
                         "written by save_pretrained or a registered model name")
     close = difflib.get_close_matches(arch, kanzoo.list_models(), n=5, cutoff=0.5)
-    hint = f"did you mean: {', '.join(close)}?" if close else "run `kanzoo list-models` to see every name"
+    hint = f"did you mean: {', '.join(close)}?" if close else "run `kanzoo list` to see every name"
     raise TaskError(f"unknown model {name!r}; {hint}")
 
 

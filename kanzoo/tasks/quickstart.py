@@ -26,7 +26,7 @@ class QuickstartReport:
     images: int
 
 
-def quickstart(out: str | Path = "kanzoo-quickstart", *, epochs: int = 6, train_per_class: int = 60,
+def quickstart(out: str | Path = "kanzoo-quickstart", *, epochs: int = 10, train_per_class: int = 60,
                overwrite: bool = False, seed: int = 0, workers: int | None = 0,
                progress: bool | None = None) -> QuickstartReport:
     """Fine-tune a small ResKANet-18 on a synthetic 4-pattern data set, then reload it and evaluate it.
@@ -38,7 +38,7 @@ def quickstart(out: str | Path = "kanzoo-quickstart", *, epochs: int = 6, train_
     if not (data / "train").is_dir():
         make_classification_folder(data, train_per_class=train_per_class, val_per_class=train_per_class // 4,
                                    size=QUICKSTART_IMG_SIZE, patterns=PATTERNS, seed=seed)
-    result = finetune(QUICKSTART_MODEL, data, out / "run", epochs=epochs, batch_size=32, lr=3e-3,
+    result = finetune(QUICKSTART_MODEL, data, out / "run", epochs=epochs, batch_size=16, lr=2e-3,
                       img_size=QUICKSTART_IMG_SIZE, pretrained=False, workers=workers, seed=seed,
                       overwrite=overwrite, progress=progress, model_kwargs=QUICKSTART_MODEL_KWARGS)
     reloaded = create_task_model(str(result.best_dir))
