@@ -38,18 +38,16 @@ class ConvSpec:
 class Expander(Protocol):
     """What ``expand_then_conv`` needs from a layer: an input preparation and the expansion with its VJP.
 
-    ``prepare(x)`` is a cheap, differentiable re-layout of the input (padding, channels-last);
+    ``prepare(x)`` is a cheap, differentiable preparation of the input (padding, contiguity);
     ``expand_prepared(xp, *params)`` returns the expanded tensor the convolution reads (autograd-aware);
     ``expand_prepared_keep(xp, *params, dtype=...)`` returns the expansion before ``to_conv_layout``
     with a few input-sized tensors to keep for backward; ``expand_prepared_vjp(xp, kept, params, out,
     grad_expanded)`` rebuilds that expansion into ``out`` and maps the gradient of the convolution's
-    input to the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says that ``prepare`` only
-    changes the memory layout (so ``grad.movedim(-1, 1)`` undoes it and the prepared tensor may be
-    saved instead of the input).
+    input to the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says that ``prepare`` does
+    not pad (its gradient is the identity, and the prepared tensor may be saved instead of the input).
     """
 
     prepare_is_relayout: bool
-    expansion: int
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor: ...
 
@@ -61,6 +59,8 @@ class Expander(Protocol):
     def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
                             out: torch.Tensor, grad_expanded: torch.Tensor | None
                             ) -> tuple[torch.Tensor | None, ...] | None: ...
+
+    def empty_expansion(self, xp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor: ...
 
     def to_conv_layout(self, expanded: torch.Tensor) -> torch.Tensor: ...
 
@@ -117,7 +117,7 @@ class _RecomputedExpandConv(torch.autograd.Function):
         with torch.no_grad():
             compute_dtype = grad_out.dtype
             weight_c = weight.to(compute_dtype)
-            expanded = xp.new_empty(*xp.shape, expander.expansion, dtype=compute_dtype)
+            expanded = expander.empty_expansion(xp, compute_dtype)
             conv_args = (spec.stride, spec.padding, spec.dilation, False, [0] * spec.ndim, spec.groups)
             grad_expanded = None
             if need_expanded:
@@ -136,7 +136,7 @@ class _RecomputedExpandConv(torch.autograd.Function):
                 grad_params = [g if need else None for g, need in zip(grad_params, need_params)]
                 if need_x:
                     if x_leaf is None:
-                        grad_x = grad_xp.movedim(-1, 1)
+                        grad_x = grad_xp
                     else:
                         with torch.enable_grad():
                             (grad_x,) = torch.autograd.grad(xp, x_leaf, grad_xp)

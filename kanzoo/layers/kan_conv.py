@@ -38,8 +38,8 @@ class KANConvBase(nn.Module):
 
     Subclasses set ``ndim`` (1, 2 or 3) and ``family`` (the short name used by ``get_conv``), store
     their own hyper-parameters before calling ``__init__`` of this class, and implement
-    ``num_bases`` and ``basis(x, *params)``, which maps the channels-last input ``(N, *spatial, C)``
-    to either a list of ``K`` tensors of that shape or one tensor ``(N, *spatial, C, K)``. Learned
+    ``num_bases`` and ``basis_from(x, squashed, *params)``, which maps ``(N, C, *spatial)`` to either
+    a list of ``K`` tensors of that shape or one tensor ``(N, C, K, *spatial)``. Learned
     basis tensors are returned by ``basis_parameters`` so that backward can recompute the expansion;
     ``basis_vjp`` (autograd by default) gives backward the bases together with their derivatives.
     """
@@ -106,7 +106,7 @@ class KANConvBase(nn.Module):
         raise NotImplementedError
 
     def basis(self, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """The ``K`` basis responses of the channels-last ``x``, pointwise (bases on a new last dim)."""
+        """The ``K`` basis responses of ``x`` ``(N, C, *spatial)``, pointwise (a list, or bases on dim 2)."""
         return self.basis_from(x, self.squash(x), *params)
 
     def squash(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -149,23 +149,19 @@ class KANConvBase(nn.Module):
         return self._weight_view()[:, :, self.expansion - self.num_bases:]
 
     def expand(self, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        """The channel-major expansion ``(N, C * (K + 1), *spatial)`` that the convolution reads.
-
-        The result is laid out channels-last in memory (expanded channel ``c * (K + 1) + k`` of a
-        position next to ``c * (K + 1) + k + 1``), which is where grouped convolutions run fastest.
-        """
+        """The channel-major expansion ``(N, C * (K + 1), *spatial)`` that the convolution reads."""
         return self.expand_prepared(self.prepare(x), *params)
 
     @property
     def prepare_is_relayout(self) -> bool:
-        """True when ``prepare`` only moves channels last (no padding of ``x`` before the expansion)."""
+        """True when ``prepare`` does not pad ``x`` (it then only makes ``x`` contiguous)."""
         return not (self.padding_mode != "zeros" and any(self._pad_before + self._pad_after))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad ``x`` for non-zero padding modes and move channels last: ``(N, *spatial, C)``, contiguous."""
+        """Pad ``x`` for non-zero padding modes; contiguous ``(N, C, *spatial)``."""
         if not self.prepare_is_relayout:
             x = F.pad(x, _pad_arg(self._pad_before, self._pad_after), mode=self.padding_mode)
-        return x.movedim(1, -1).contiguous()
+        return x.contiguous()
 
     def expand_prepared(self, xp: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         """``expand`` of an input already passed through ``prepare``."""
@@ -177,28 +173,26 @@ class KANConvBase(nn.Module):
 
     def expand_prepared_keep(self, xp: torch.Tensor, *params: torch.Tensor, keep: bool = True,
                              dtype: torch.dtype | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The expansion ``(N, *spatial, C, K + 1)`` of ``xp`` (no autograd) and what backward keeps.
+        """The expansion ``(N, C, K + 1, *spatial)`` of ``xp`` (no autograd) and what backward keeps.
 
         Kept are ``squash(xp)`` and, for a SiLU base branch, ``sigmoid(xp)``: with the input itself at
         most three tensors of the input's size, and they spare backward its transcendental functions.
-        On the CPU the work runs in blocks of rows small enough to stay in cache.
+        On the CPU the work runs in blocks of samples small enough to stay in cache.
         """
-        x_rows = xp.reshape(-1, self.in_channels)
-        out = xp.new_empty(*xp.shape, self.expansion, dtype=dtype or xp.dtype)
-        out_rows = out.view(-1, self.in_channels, self.expansion)
+        out = self.empty_expansion(xp, dtype or xp.dtype)
         kept: list[torch.Tensor] = []
-        for rows in self._row_blocks(x_rows):
-            x = x_rows[rows]
+        for block in self._batch_blocks(xp):
+            x = xp[block]
             squashed = self.squash(x)
             base, sig = self._base(x, None)
-            self._assemble(base, self.basis_from(x, squashed, *params), out=out_rows[rows])
+            self._assemble(base, self.basis_from(x, squashed, *params), out=out[block])
             if keep:
                 parts = (*squashed, sig) if sig is not None else squashed
                 if not kept:
-                    kept = [torch.empty_like(x_rows, dtype=part.dtype) for part in parts]
+                    kept = [torch.empty_like(xp, dtype=part.dtype) for part in parts]
                 for full, part in zip(kept, parts):
-                    full[rows] = part
-        return out, tuple(k.view(xp.shape) for k in kept)
+                    full[block] = part
+        return out, tuple(kept)
 
     def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
                             out: torch.Tensor, grad_expanded: torch.Tensor | None
@@ -206,37 +200,37 @@ class KANConvBase(nn.Module):
         """Rebuild the expansion of ``xp`` into ``out`` from what ``expand_prepared_keep`` kept and, given the
         expansion's gradient, return ``(grad_xp, *grad_params)``, in one blocked pass."""
         silu_base = type(self.base_activation) is nn.SiLU
-        x_rows = xp.reshape(-1, self.in_channels)
-        kept_rows = [k.reshape(-1, self.in_channels) for k in kept]
-        out_rows = out.view(-1, self.in_channels, self.expansion)
-        grad_rows = None
-        if grad_expanded is not None:
-            grad_rows = self._grad_to_last(grad_expanded).reshape(-1, self.in_channels, self.expansion)
-        grad_x = None if grad_rows is None else torch.empty_like(x_rows, dtype=torch.promote_types(
-            x_rows.dtype, grad_rows.dtype))
+        squashed_kept = kept[:len(kept) - silu_base]
+        grad_bases = None if grad_expanded is None else self._grad_to_bases(grad_expanded)
+        grad_x = None if grad_bases is None else torch.empty_like(
+            xp, dtype=torch.promote_types(xp.dtype, grad_bases.dtype))
         grad_params: list[torch.Tensor | None] = [None] * len(params)
         offset = 0 if self.base_activation is None else 1
-        for rows in self._row_blocks(x_rows):
-            x = x_rows[rows]
-            squashed = tuple(k[rows] for k in kept_rows[:len(kept_rows) - silu_base])
-            base, sig = self._base(x, kept_rows[-1][rows] if silu_base else None)
-            if grad_rows is None:
-                self._assemble(base, self.basis_from(x, squashed, *params), out=out_rows[rows])
+        for block in self._batch_blocks(xp):
+            x = xp[block]
+            squashed = tuple(k[block] for k in squashed_kept)
+            base, sig = self._base(x, kept[-1][block] if silu_base else None)
+            if grad_bases is None:
+                self._assemble(base, self.basis_from(x, squashed, *params), out=out[block])
                 continue
             bases, basis_vjp = self.basis_vjp(x, squashed, *params)
-            self._assemble(base, bases, out=out_rows[rows])
-            grad = grad_rows[rows]
-            block_grad_x, *block_grad_params = basis_vjp(grad[..., offset:])
+            self._assemble(base, bases, out=out[block])
+            grad = grad_bases[block]
+            block_grad_x, *block_grad_params = basis_vjp(grad[:, :, offset:])
             if sig is not None:
-                block_grad_x.addcmul_(grad[..., 0], _silu_derivative(sig, base))
+                block_grad_x.addcmul_(grad[:, :, 0], _silu_derivative(sig, base))
             elif self.base_activation is not None:
-                block_grad_x.add_(_activation_vjp(self.base_activation, x)[1](grad[..., 0]))
-            grad_x[rows] = block_grad_x
+                block_grad_x.add_(_activation_vjp(self.base_activation, x)[1](grad[:, :, 0]))
+            grad_x[block] = block_grad_x
             grad_params = [g if total is None else (total if g is None else total + g)
                            for total, g in zip(grad_params, block_grad_params)]
         if grad_x is None:
             return None
-        return (grad_x.view(xp.shape), *grad_params)
+        return (grad_x, *grad_params)
+
+    def empty_expansion(self, xp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised ``(N, C, K + 1, *spatial)`` tensor for the expansion of ``xp``."""
+        return xp.new_empty(xp.shape[0], self.in_channels, self.expansion, *xp.shape[2:], dtype=dtype)
 
     def _base(self, x: torch.Tensor, sig: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The base branch of ``x`` and, for SiLU, the sigmoid it was made from (given or computed)."""
@@ -247,14 +241,15 @@ class KANConvBase(nn.Module):
             return x * sig, sig
         return self.base_activation(x), None
 
-    def _row_blocks(self, x_rows: torch.Tensor) -> list[slice]:
-        """Blocks of rows of ``(rows, C)`` holding about ``_BLOCK_ELEMENTS`` values (one block off the CPU)."""
-        total = x_rows.shape[0]
-        step = total if x_rows.device.type != "cpu" else max(1, _BLOCK_ELEMENTS // max(1, self.in_channels))
+    def _batch_blocks(self, xp: torch.Tensor) -> list[slice]:
+        """Blocks of samples holding about ``_BLOCK_ELEMENTS`` values (a single block off the CPU)."""
+        total = xp.shape[0]
+        per_sample = max(1, xp[:1].numel())
+        step = total if xp.device.type != "cpu" else max(1, _BLOCK_ELEMENTS // per_sample)
         return [slice(i, min(i + step, total)) for i in range(0, total, step)] or [slice(0, 0)]
 
     def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], *params: torch.Tensor):
-        """``basis`` plus a function mapping the bases' gradient ``(*x.shape, K)`` to ``(grad_x, *grad_params)``.
+        """``basis`` plus a function mapping the bases' gradient ``(N, C, K, *spatial)`` to ``(grad_x, *grad_params)``.
 
         This generic version differentiates ``basis`` with autograd (``squashed`` is recomputed);
         families override it with closed-form derivatives computed alongside the bases.
@@ -265,7 +260,7 @@ class KANConvBase(nn.Module):
         outputs = [bases] if isinstance(bases, torch.Tensor) else list(bases)
 
         def vjp(grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-            grads = [grad] if isinstance(bases, torch.Tensor) else list(grad.unbind(-1))
+            grads = [grad] if isinstance(bases, torch.Tensor) else list(grad.unbind(2))
             return torch.autograd.grad(outputs, leaves, grads, allow_unused=True)
 
         detached = bases.detach() if isinstance(bases, torch.Tensor) else [b.detach() for b in bases]
@@ -273,31 +268,32 @@ class KANConvBase(nn.Module):
 
     def _assemble(self, base: torch.Tensor | None, bases: torch.Tensor | list[torch.Tensor],
                   out: torch.Tensor | None = None) -> torch.Tensor:
-        """Base response and bases of ``(..., C)`` as one ``(..., C, K + 1)`` tensor (written into ``out`` if given)."""
-        parts: list[torch.Tensor] = [] if base is None else [base.unsqueeze(-1)]
-        parts += [bases] if isinstance(bases, torch.Tensor) else [b.unsqueeze(-1) for b in bases]
+        """Base response and bases of ``(N, C, *spatial)`` as one ``(N, C, K + 1, *spatial)`` tensor
+        (written into ``out`` if given)."""
+        parts: list[torch.Tensor] = [] if base is None else [base.unsqueeze(2)]
+        parts += [bases] if isinstance(bases, torch.Tensor) else [b.unsqueeze(2) for b in bases]
         if out is None:
-            return torch.cat(parts, dim=-1)
+            return torch.cat(parts, dim=2)
         start = 0
         for part in parts:
-            out[..., start:start + part.shape[-1]] = part
-            start += part.shape[-1]
+            out[:, :, start:start + part.shape[2]] = part
+            start += part.shape[2]
         return out
 
-    def to_conv_layout(self, expanded_last: torch.Tensor) -> torch.Tensor:
-        """``(N, *spatial, C, K + 1)`` -> the convolution's ``(N, C * (K + 1), *spatial)`` (a view, channels last)."""
-        expanded = expanded_last.flatten(-2).movedim(-1, 1)
+    def to_conv_layout(self, expanded: torch.Tensor) -> torch.Tensor:
+        """``(N, C, K + 1, *spatial)`` -> the convolution's ``(N, C * (K + 1), *spatial)`` (plus any extra zero pad)."""
+        expanded = expanded.flatten(1, 2)
         if self.padding_mode == "zeros" and self._pad_before != self._pad_after:
             expanded = F.pad(expanded, _pad_arg((0,) * self.ndim, self._extra_zero_pad()))
         return expanded
 
-    def _grad_to_last(self, grad_expanded: torch.Tensor) -> torch.Tensor:
-        """Inverse of ``to_conv_layout`` for a gradient: ``(N, *spatial, C, K + 1)``."""
+    def _grad_to_bases(self, grad_expanded: torch.Tensor) -> torch.Tensor:
+        """Inverse of ``to_conv_layout`` for a gradient: ``(N, C, K + 1, *spatial)``."""
         if self.padding_mode == "zeros" and self._pad_before != self._pad_after:
             crop = tuple(slice(0, size - extra) for size, extra in
                          zip(grad_expanded.shape[2:], self._extra_zero_pad()))
             grad_expanded = grad_expanded[(slice(None), slice(None), *crop)]
-        return grad_expanded.movedim(1, -1).unflatten(-1, (self.in_channels, self.expansion))
+        return grad_expanded.unflatten(1, (self.in_channels, self.expansion))
 
     def _extra_zero_pad(self) -> tuple[int, ...]:
         return tuple(a - b for a, b in zip(self._pad_after, self._pad_before))
@@ -383,14 +379,14 @@ def _activation_vjp(activation: nn.Module, x: torch.Tensor):
 
 
 def _contract(grad: torch.Tensor, derivatives: Sequence[torch.Tensor | float]) -> torch.Tensor:
-    """``sum_k grad[..., k] * derivatives[k]`` (a derivative may be a constant)."""
+    """``sum_k grad[:, :, k] * derivatives[k]`` (a derivative may be a constant)."""
     total: torch.Tensor | None = None
     for k, d in enumerate(derivatives):
         if not isinstance(d, torch.Tensor) and d == 0:
             continue
-        term = grad[..., k] * d
+        term = grad[:, :, k] * d
         total = term if total is None else total.add_(term)
-    return torch.zeros_like(grad[..., 0]) if total is None else total
+    return torch.zeros_like(grad[:, :, 0]) if total is None else total
 
 
 def _uniform_grid(grid_range: Sequence[float], cells: int, extend: int) -> torch.Tensor:
@@ -455,7 +451,7 @@ class _KANConv(KANConvBase):
         for q in range(p + 1):
             k = j - q
             mask.append((inside & (k >= 0) & (k < self.num_bases)).to(x.dtype))
-            index.append(k.clamp(0, self.num_bases - 1).unsqueeze(-1))
+            index.append(k.clamp(0, self.num_bases - 1).unsqueeze(2))
         derivatives = None
         if with_derivative:
             zero = torch.zeros_like(f)
@@ -465,21 +461,21 @@ class _KANConv(KANConvBase):
 
     def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> torch.Tensor:
         pieces, index, _ = self._pieces(x, with_derivative=False)
-        bases = x.new_zeros(*x.shape, self.num_bases)
+        bases = x.new_zeros(*x.shape[:2], self.num_bases, *x.shape[2:])
         for piece, k in zip(pieces, index):
-            bases = bases.scatter_add(-1, k, piece.unsqueeze(-1))
+            bases = bases.scatter_add(2, k, piece.unsqueeze(2))
         return bases
 
     def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
         pieces, index, derivatives = self._pieces(x, with_derivative=True)
-        bases = x.new_zeros(*x.shape, self.num_bases)
+        bases = x.new_zeros(*x.shape[:2], self.num_bases, *x.shape[2:])
         for piece, k in zip(pieces, index):
-            bases.scatter_add_(-1, k, piece.unsqueeze(-1))
+            bases.scatter_add_(2, k, piece.unsqueeze(2))
 
         def vjp(grad: torch.Tensor) -> tuple[torch.Tensor]:
-            total = grad.gather(-1, index[0]).squeeze(-1) * derivatives[0]
+            total = grad.gather(2, index[0]).squeeze(2) * derivatives[0]
             for k, d in zip(index[1:], derivatives[1:]):
-                total.addcmul_(grad.gather(-1, k).squeeze(-1), d)
+                total.addcmul_(grad.gather(2, k).squeeze(2), d)
             return (total,)
 
         return bases, vjp
@@ -627,7 +623,7 @@ class _KAGNConv(_PolynomialConv):
         def vjp(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             # reverse mode through silu and the recursion P_i = u P_{i-1} - beta_{i-1} P_{i-2}
             grad_polys: list[torch.Tensor | None] = [None] + [
-                grad[..., i] * (sig * (1 + p * (1 - sig))) for i, (p, sig) in enumerate(zip(polys, sigmoids)) if i
+                grad[:, :, i] * (sig * (1 + p * (1 - sig))) for i, (p, sig) in enumerate(zip(polys, sigmoids)) if i
             ]
             grad_beta = torch.zeros(len(polys), dtype=torch.promote_types(u.dtype, torch.float32), device=x.device)
             grad_u = torch.zeros_like(u)
@@ -756,7 +752,7 @@ class _WavKANConv(KANConvBase):
 
     def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], shift: torch.Tensor,
                    scale: torch.Tensor) -> torch.Tensor:
-        z = (x.unsqueeze(-1) - shift.to(x.dtype)) / scale.to(x.dtype)
+        z = (x.unsqueeze(2) - self._per_channel(shift, x)) / self._per_channel(scale, x)
         envelope = torch.exp(-0.5 * z.square())
         if self.wavelet == "mexican_hat":
             return _MEXICAN_HAT * (1 - z.square()) * envelope
@@ -766,8 +762,8 @@ class _WavKANConv(KANConvBase):
 
     def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], shift: torch.Tensor,
                   scale: torch.Tensor):
-        inv_scale = 1 / scale.to(x.dtype)
-        z = (x.unsqueeze(-1) - shift.to(x.dtype)) * inv_scale
+        inv_scale = 1 / self._per_channel(scale, x)
+        z = (x.unsqueeze(2) - self._per_channel(shift, x)) * inv_scale
         envelope = torch.exp(-0.5 * z.square())
         if self.wavelet == "mexican_hat":
             bases = _MEXICAN_HAT * (1 - z.square()) * envelope
@@ -783,12 +779,16 @@ class _WavKANConv(KANConvBase):
         def vjp(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             # q = dL/dz / scale; z = (x - shift) / scale: dz/dx = 1/scale, dz/dshift = -1/scale, dz/dscale = -z/scale
             q = grad * slope * inv_scale
-            batch_dims = tuple(range(q.dim() - 2))
+            batch_dims = (0, *range(3, q.dim()))
             grad_shift = -q.sum(batch_dims)
             grad_scale = -(q * z).sum(batch_dims)
-            return q.sum(-1), grad_shift.to(shift.dtype), grad_scale.to(scale.dtype)
+            return q.sum(2), grad_shift.to(shift.dtype), grad_scale.to(scale.dtype)
 
         return bases, vjp
+
+    def _per_channel(self, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``(C, W)`` -> ``(1, C, W, 1, ...)`` in ``x``'s dtype, to broadcast against ``x.unsqueeze(2)``."""
+        return values.to(x.dtype).view(1, self.in_channels, self.num_wavelets, *([1] * self.ndim))
 
     def family_repr(self) -> str:
         return f"wavelet={self.wavelet!r}, num_wavelets={self.num_wavelets}, grid_range={self.grid_range}"
