@@ -79,6 +79,7 @@ def test_registry_lists_the_issue_entries() -> None:
     assert kanzoo.list_models("reskanet*") == ["reskanet_18", "reskanet_34", "reskanet_50", "reskanet_101",
                                                "reskanet_152"]
     assert all(name in timm.list_models() for name in MODELS)
+    assert isinstance(timm.create_model("reskanet_18", width=0.125), kanzoo.models.ResKANet)
     assert not any(name.startswith("resnet") for name in MODELS)  # timm's own models are not kanzoo's
     assert kanzoo.is_model("reskanet_18") and not kanzoo.is_model("resnet18") and not kanzoo.is_model("nope")
 
@@ -140,16 +141,30 @@ def test_in_chans_1(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_pretrained_cfg(name: str) -> None:
-    model = tiny(name)
+    """first_conv names the weighted modules that read the image; classifier those that emit the classes."""
+    model = tiny(name, in_chans=5).eval()
     cfg = model.pretrained_cfg
     assert len(cfg["input_size"]) == 3 and cfg["input_size"][-1] % 32 == 0
     assert len(cfg["mean"]) == len(cfg["std"]) == 3
-    for weight in _named_weight(model, cfg["first_conv"]):
-        assert weight.shape[1] >= 3 or weight.shape[1] % 3 == 0  # reads the 3 input channels
-    classifier_weights = _named_weight(model, cfg["classifier"])
-    assert classifier_weights[0].shape[0] == cfg["num_classes"]
-    data_cfg = timm.data.resolve_data_config({}, model=model)
-    assert data_cfg["input_size"] == tuple(cfg["input_size"])
+    first = (cfg["first_conv"],) if isinstance(cfg["first_conv"], str) else cfg["first_conv"]
+    seen: dict[str, torch.Size] = {}
+
+    def record(key: str) -> Any:
+        def hook(_: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            seen.setdefault(key, args[0].shape)
+        return hook
+
+    for module_name in first:
+        module = model.get_submodule(module_name)
+        assert isinstance(module.weight, torch.Tensor) and module.weight.shape[1] % 5 == 0
+        module.register_forward_pre_hook(record(module_name))
+    x = torch.randn(1, 5, SIZE, SIZE)
+    with torch.no_grad():
+        model(x)
+    assert seen == {module_name: x.shape for module_name in first}
+    for weight in _named_weight(model, cfg["classifier"]):
+        assert weight.shape[0] == cfg["num_classes"]
+    assert timm.data.resolve_data_config({}, model=model)["input_size"] == tuple(cfg["input_size"])
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
