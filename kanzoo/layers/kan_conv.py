@@ -298,9 +298,11 @@ class KANConvBase(nn.Module):
     def _extra_zero_pad(self) -> tuple[int, ...]:
         return tuple(a - b for a, b in zip(self._pad_after, self._pad_before))
 
-    def _conv_spec(self) -> ConvSpec:
+    def _conv_spec(self, device: torch.device | None = None) -> ConvSpec:
         padding = self._pad_before if self.padding_mode == "zeros" else (0,) * self.ndim
-        return ConvSpec(self.ndim, self.stride, padding, self.dilation, self.groups)
+        depthwise_on_cpu = self.groups == self.in_channels > 1 and (device is None or device.type == "cpu")
+        return ConvSpec(self.ndim, self.stride, padding, self.dilation, self.groups,
+                        sum_bases=self.expansion if depthwise_on_cpu else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_conv_input(x, self.ndim, self.in_channels, type(self).__name__)
@@ -308,7 +310,7 @@ class KANConvBase(nn.Module):
         if unbatched:
             x = x.unsqueeze(0)
         x = self.dropout(x)
-        y = expand_then_conv(self, self._conv_spec(), x, self.weight, self.bias,
+        y = expand_then_conv(self, self._conv_spec(x.device), x, self.weight, self.bias,
                              self.basis_parameters(), recompute=self.recompute)
         y = self.act(self.norm(y))
         return y.squeeze(0) if unbatched else y
