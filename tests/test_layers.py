@@ -358,12 +358,14 @@ def test_recompute_gives_the_same_gradients(family: str, case: int) -> None:
         torch.testing.assert_close(with_recompute, stored, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("nd", [1, 2, 3])
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_backward_keeps_about_the_input_size(family: str) -> None:
-    x = torch.randn(2, 8, 10, 10, requires_grad=True)
+def test_backward_keeps_about_the_input_size(family: str, nd: int) -> None:
+    x = torch.randn(2, 8, *[10 - 2 * nd] * nd, requires_grad=True)
     input_bytes = x.numel() * x.element_size()
-    recomputed = saved_bytes(kan_layer(family, 2, 8, 8, padding=1, groups=2, dtype=None), x)
-    stored = saved_bytes(kan_layer(family, 2, 8, 8, padding=1, groups=2, dtype=None, recompute=False), x)
+    args = dict(padding="same" if nd == 1 else 1, groups=2 if nd < 3 else 8, dtype=None)
+    recomputed = saved_bytes(kan_layer(family, nd, 8, 8, **args), x)
+    stored = saved_bytes(kan_layer(family, nd, 8, 8, recompute=False, **args), x)
     assert recomputed <= 3 * input_bytes
     assert stored >= 2 * recomputed and stored > 3 * input_bytes
 
