@@ -141,6 +141,7 @@ LIMIT_CASES = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @pytest.mark.parametrize("case", range(len(LIMIT_CASES)))
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_zero_basis_identity_base_is_plain_conv(nd: int, case: int) -> None:
