@@ -73,8 +73,8 @@ class KANConvFactory:
                             "the model; use the model's own arguments (groups=, norm_layer=, act_layer=)")
         unknown = sorted(set(family_kwargs) - accepted)
         if unknown:
-            raise TypeError(f"conv={conv!r} ({self.conv_cls.__name__}) does not accept {unknown}; "
-                            f"it accepts {sorted(accepted)}")
+            raise TypeError(f"unknown argument(s) {unknown}: neither a model argument nor one that conv={conv!r} "
+                            f"({self.conv_cls.__name__}) accepts; the family accepts {sorted(accepted)}")
         self.family_kwargs = family_kwargs
         self.plain_kwargs = {k: v for k, v in family_kwargs.items() if k in _accepted_kwargs(self.plain_cls)}
 

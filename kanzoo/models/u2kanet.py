@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
@@ -143,6 +144,17 @@ class U2KANet(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Conv2d(len(side_chs) * num_classes, num_classes, 1)
         self.output_stride = max(2 ** (i + stage.num_pools) for i, stage in enumerate(self.encoder))
+        self.grad_checkpointing = False
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every RSU stage in backward instead of storing its activations."""
+        self.grad_checkpointing = enable
+
+    def _run(self, stage: RSUBlock, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(stage, x, use_reentrant=False)
+        return stage(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fused logits ``(N, num_classes, H, W)``; H and W must be multiples of ``output_stride``."""
@@ -152,12 +164,12 @@ class U2KANet(nn.Module):
         for i, stage in enumerate(self.encoder):
             if i > 0:
                 h = F.max_pool2d(h, 2)
-            h = stage(h)
+            h = self._run(stage, h)
             skips.append(h)
         sides = [h]
         for i, stage in enumerate(self.decoder):
             skip = skips[-2 - i]
-            h = stage(torch.cat([_upsample_like(h, skip), skip], 1))
+            h = self._run(stage, torch.cat([_upsample_like(h, skip), skip], 1))
             sides.append(h)
         maps = [_upsample_like(conv(side), x) for conv, side in zip(self.side, sides)]
         return self.head(self.head_drop(torch.cat(maps, 1)))

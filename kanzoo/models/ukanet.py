@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
@@ -101,6 +102,13 @@ class UKANet(nn.Module):
         self.num_features = chs
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Conv2d(chs, num_classes, 1)
+        self.grad_checkpointing = False
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute encoder modules and decoder stages in backward instead of storing their activations."""
+        self.grad_checkpointing = enable
+        self.encoder.set_grad_checkpointing(enable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes, H, W)``; H and W must be multiples of ``output_stride``."""
@@ -110,7 +118,11 @@ class UKANet(nn.Module):
         skips = features[-2::-1]
         for i, stage in enumerate(self.decoder):
             skip = skips[i] if i < len(skips) else None
-            h = stage(h, skip, x.shape[-2:] if skip is None else skip.shape[-2:])
+            size = tuple(x.shape[-2:] if skip is None else skip.shape[-2:])
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                h = checkpoint(stage, h, skip, size, use_reentrant=False)
+            else:
+                h = stage(h, skip, size)
         return self.head(self.head_drop(h))
 
 
