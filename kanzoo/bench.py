@@ -103,17 +103,27 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def interleaved_min_times(cases: dict[str, Callable[[], None]], repeats: int, warmup: int,
-                          device: torch.device) -> dict[str, float]:
-    """Minimum wall time in seconds of each case, run interleaved (A B C A B C ...) after a warm-up."""
+                          device: torch.device, clock: str = "wall") -> dict[str, float]:
+    """Minimum time in seconds of each case, run interleaved (A B C A B C ...) after a warm-up.
+
+    ``clock='wall'`` measures elapsed time; ``clock='cpu'`` the process's CPU time, which time
+    slices lost to other processes on a busy machine do not inflate (CPU device, best with one thread).
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {list(CLOCKS)}, got {clock!r}")
+    now = CLOCKS[clock]
     best = {name: float("inf") for name in cases}
     for round_index in range(warmup + repeats):
         for name, case in cases.items():
             _synchronize(device)
-            start = time.perf_counter()
+            start = now()
             case()
             _synchronize(device)
-            elapsed = time.perf_counter() - start
+            elapsed = now() - start
             if round_index >= warmup:
                 best[name] = min(best[name], elapsed)
     return best
@@ -164,7 +174,7 @@ def limit_forwards(layer: KANConvBase, expanded: torch.Tensor) -> dict[str, Limi
 
 
 def bench_case(family: str, groups_name: str, shape: LayerShape, *, repeats: int, warmup: int,
-               device: torch.device, dtype: torch.dtype | None) -> dict[str, object]:
+               device: torch.device, dtype: torch.dtype | None, clock: str = "wall") -> dict[str, object]:
     """One table row: times (ms), ratios and saved-for-backward memory of one family and grouping."""
     groups = shape.groups_of(groups_name)
     torch.manual_seed(0)
@@ -188,7 +198,7 @@ def bench_case(family: str, groups_name: str, shape: LayerShape, *, repeats: int
         for name, forward in limits.items():
             grad = grad_out.contiguous(memory_format=torch.channels_last if "nhwc" in name else torch.contiguous_format)
             cases[f"limit:{name}"] = lambda forward=forward, grad=grad: _grads(*forward(), grad)
-        times = interleaved_min_times(cases, repeats, warmup, device)
+        times = interleaved_min_times(cases, repeats, warmup, device, clock)
         input_bytes = x.numel() * x.element_size()
         saved = saved_activation_bytes(lambda: layer(x), layer_params) / input_bytes
         conv_saved = saved_activation_bytes(lambda: conv(x), conv_params) / input_bytes
@@ -209,7 +219,8 @@ def _no_grad_expand(layer: KANConvBase, x: torch.Tensor) -> None:
 
 def bench_layers(families: Sequence[str] = DEFAULT_FAMILIES, groups: Sequence[str] = DEFAULT_GROUPS,
                  shape: LayerShape = LayerShape(), *, repeats: int = 5, warmup: int = 1,
-                 device: str | torch.device = "cpu", dtype: str = "fp32") -> Iterator[dict[str, object]]:
+                 device: str | torch.device = "cpu", dtype: str = "fp32", clock: str = "wall"
+                 ) -> Iterator[dict[str, object]]:
     """Yield one row (see ``COLUMNS``) per family and grouping, measured as they come."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
@@ -221,7 +232,7 @@ def bench_layers(families: Sequence[str] = DEFAULT_FAMILIES, groups: Sequence[st
     for family in families:
         for name in groups:
             yield bench_case(family, name, shape, repeats=repeats, warmup=warmup, device=device,
-                             dtype=DTYPES[dtype])
+                             dtype=DTYPES[dtype], clock=clock)
 
 
 def _cell(value: object) -> str:
@@ -278,6 +289,10 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
                         help="fp32, or bf16 under torch.autocast")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall: elapsed time (default); cpu: process CPU time, robust on a busy shared "
+                             "machine (CPU only, use with --threads 1)")
     parser.add_argument("--batch", type=int, default=LayerShape.batch, help="batch size (default 16)")
     parser.add_argument("--size", type=int, default=LayerShape.size, help="height and width (default 32)")
 
@@ -285,6 +300,14 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
 def run_layers(args: argparse.Namespace) -> int:
     """Run the ``layers`` benchmark from parsed arguments and print the table."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.clock == "cpu" and torch.device(device).type != "cpu":
+        print("error: --clock cpu measures CPU time and cannot time a GPU; use --clock wall", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda was asked for but no CUDA device is available; use --device cpu",
               file=sys.stderr)
@@ -306,9 +329,10 @@ def run_layers(args: argparse.Namespace) -> int:
     print(machine_info(device))
     print(f"forward+backward, batch {shape.batch}, {shape.in_channels}->{shape.out_channels} channels, "
           f"{shape.size}x{shape.size}, {shape.kernel_size}x{shape.kernel_size}, {args.dtype}, {device}; "
-          f"min of {repeats} interleaved repeats")
+          f"min of {repeats} interleaved repeats, {args.clock} clock")
     rows = []
-    for row in bench_layers(families, groups, shape, repeats=repeats, device=device, dtype=args.dtype):
+    for row in bench_layers(families, groups, shape, repeats=repeats, device=device, dtype=args.dtype,
+                            clock=args.clock):
         rows.append(row)
         if not args.markdown:
             print(f"  measured {row['family']} groups={row['groups']}", file=sys.stderr, flush=True)

@@ -62,8 +62,18 @@ def test_interleaved_min_times_runs_cases_in_rounds():
     assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
 
 
+def test_cpu_clock_counts_work_not_sleep():
+    import time
+    times = bench.interleaved_min_times({"sleep": lambda: time.sleep(0.05)}, repeats=1, warmup=0,
+                                        device=torch.device("cpu"), clock="cpu")
+    assert times["sleep"] < 0.04
+    wall = bench.interleaved_min_times({"sleep": lambda: time.sleep(0.05)}, repeats=1, warmup=0,
+                                       device=torch.device("cpu"))
+    assert wall["sleep"] >= 0.05
+
+
 def test_bench_layers_rows_on_a_tiny_config():
-    rows = list(bench.bench_layers(["kagn", "kan"], ["1", "dw"], TINY, repeats=1, warmup=0))
+    rows = list(bench.bench_layers(["kagn", "kan"], ["1", "dw"], TINY, repeats=1, warmup=0, clock="cpu"))
     assert [(r["family"], r["groups"]) for r in rows] == [("kagn", "1"), ("kagn", "dw"), ("kan", "1"), ("kan", "dw")]
     for row in rows:
         assert set(row) == set(bench.COLUMNS)
@@ -125,3 +135,5 @@ def test_kanzoo_cli_bench_and_bad_arguments(capsys):
     if not torch.cuda.is_available():
         assert cli_main(["bench", "layers", "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+    assert cli_main(["bench", "layers", "--threads", "0", "--device", "cpu"]) == 2
+    assert "--threads" in capsys.readouterr().err
