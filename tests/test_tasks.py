@@ -1,9 +1,9 @@
 """End-to-end tests of kanzoo.tasks on tiny generated data with tiny registry models.
 
 Fine-tuning: a ResKANet-18 at width 0.125 on a 3-class synthetic pattern set (each class with its own
-colour) must reach validation top-1 >= 0.8 in 3 epochs (seed 0). Segmentation: a UKANet-18 at width
-0.125 on synthetic discs must reach validation mIoU >= 0.55 in 5 epochs (predicting background
-everywhere scores about 0.37).
+colour) must reach validation top-1 >= 0.8 in 6 epochs (seed 0; seeds 0-2 reach 1.0). Segmentation: a UKANet-18 at width
+0.125 on synthetic discs must reach validation mIoU >= 0.55 in 8 epochs (seeds 0 and 1 reach about
+0.7; predicting background everywhere scores about 0.37).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from kanzoo.tasks.synthetic import make_classification_folder, make_segmentation
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("checkerboard", "horizontal_stripes", "vertical_stripes")
 TINY = {"width": 0.125}
-FINETUNE_ARGS = dict(epochs=3, batch_size=8, lr=3e-3, img_size=32, workers=0, seed=0, progress=False,
+FINETUNE_ARGS = dict(epochs=6, batch_size=8, lr=3e-3, img_size=32, workers=0, seed=0, progress=False,
                      model_kwargs=TINY)
 TOP1_THRESHOLD = 0.8
 MIOU_THRESHOLD = 0.55
@@ -88,9 +88,9 @@ def test_finetune_learns_and_writes_a_complete_run(cls_run):
     rows = _metrics(out)
     with open(out / "metrics.csv") as f:
         assert f.readline().strip().split(",") == list(CLASSIFICATION_COLUMNS)
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
     # the two corrupt training files are skipped every epoch, counted, and named in a warning
-    assert [int(r["skipped_images"]) for r in rows] == [2, 2, 2]
+    assert [int(r["skipped_images"]) for r in rows] == [2] * 6
     assert any("zz_garbage.png" in m for m in messages) and any("zz_truncated.png" in m for m in messages)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((out / "best" / "config.json").read_text())
@@ -98,7 +98,7 @@ def test_finetune_learns_and_writes_a_complete_run(cls_run):
     assert config["label_names"] == list(CLASSES)
     assert {"model.safetensors", "README.md"} <= {p.name for p in (out / "best").iterdir()}
     state = torch.load(out / "last.pt", weights_only=False)
-    assert state["epoch"] == 3 and state["best_epoch"] == result.best_epoch
+    assert state["epoch"] == 6 and state["best_epoch"] == result.best_epoch
     assert {"model", "optimizer", "scheduler", "scaler", "rng"} <= set(state)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
@@ -122,7 +122,7 @@ def test_killed_run_resumes_to_the_same_result(cls_data, cls_run, tmp_path):
     """Ctrl-C a CLI run after its first epoch, resume it: same epochs and the same numbers as an uninterrupted run."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "kanzoo", "finetune", "--model", "reskanet_18", "--data", str(cls_data),
-           "--out", str(out), "--epochs", "3", "--batch-size", "8", "--lr", "3e-3", "--img-size", "32",
+           "--out", str(out), "--epochs", "6", "--batch-size", "8", "--lr", "3e-3", "--img-size", "32",
            "--workers", "0", "--seed", "0", "--no-progress", "--model-arg", "width=0.125"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -134,17 +134,17 @@ def test_killed_run_resumes_to_the_same_result(cls_data, cls_run, tmp_path):
     assert proc.returncode == 130, stderr
     assert "--resume" in stdout + stderr
     done = torch.load(out / "last.pt", weights_only=False)["epoch"]
-    assert 1 <= done < 3
+    assert 1 <= done < 6
     assert len(_metrics(out)) == done
     with pytest.raises(TaskError, match="already holds a run"):
         finetune("reskanet_18", cls_data, out, **FINETUNE_ARGS)
     resumed = finetune("reskanet_18", cls_data, out, resume=True, **FINETUNE_ARGS)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert [r["epoch"] for r in resumed.history] == list(range(1, 7))
     uninterrupted = cls_run[0].history
     for got, want in zip(resumed.history, uninterrupted):
         for key in ("train_loss", "val_loss", "val_top1", "lr"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (key, got["epoch"])
-    assert [int(r["epoch"]) for r in _metrics(out)] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in _metrics(out)] == list(range(1, 7))
 
 
 def test_resume_continues_a_finished_run_with_more_epochs(cls_data, tmp_path):
@@ -191,7 +191,7 @@ def test_freeze_backbone_trains_only_the_head(cls_data, tmp_path):
 def seg_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("seg")
     data = make_segmentation_folder(base / "data", train=32, val=8, size=32, num_classes=2, seed=0)
-    result = segment("ukanet_18", data, base / "run", epochs=5, batch_size=4, lr=1e-2, img_size=32, workers=0,
+    result = segment("ukanet_18", data, base / "run", epochs=8, batch_size=4, lr=1e-2, img_size=32, workers=0,
                      progress=False, model_kwargs=TINY)
     return result, data
 
@@ -201,7 +201,7 @@ def test_segmentation_learns_shapes_and_writes_outputs(seg_run, tmp_path):
     assert result.best_metric >= MIOU_THRESHOLD, result.history
     out = result.out
     rows = _metrics(out)
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
     assert {"val_miou", "val_dice", "iou_background", "iou_class1", "dice_class1"} <= set(rows[0])
     assert len(list((out / "overlays").glob("*.png"))) == 4
     metrics = evaluate(str(result.best_dir), data, workers=0, progress=False)
@@ -247,6 +247,8 @@ def test_export_cli_from_a_saved_folder_and_bad_targets(cls_run, tmp_path, capsy
     assert "max abs difference" in capsys.readouterr().out and target.is_file()
     with pytest.raises(TaskError, match="is a folder"):
         export_model(str(best), tmp_path, format="onnx")
+    with pytest.raises(TaskError, match=r"must end in .pt2 .*m.pt2"):
+        export_model(str(best), tmp_path / "m.pt", format="exported-program")
     with pytest.raises(TaskError, match="unknown export format"):
         export_model(str(best), tmp_path / "m.x", format="tflite")
 

@@ -140,8 +140,8 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     report = quickstart(args.out, epochs=args.epochs, overwrite=args.overwrite, seed=args.seed,
                         progress=args.progress)
-    print(f"\nquick start done: the reloaded model classifies {report.top1:.1%} of {report.images} validation "
-          "images correctly")
+    print(f"\nquick start done in {report.seconds:.0f} s: the reloaded model classifies {report.top1:.1%} of "
+          f"{report.images} validation images correctly")
     print(f"  data set            {report.data}")
     print(f"  metrics per epoch   {report.run / 'metrics.csv'} (curves: {report.run / 'curves.png'})")
     print(f"  hub-ready model     {report.model_dir} (kanzoo.create_model('local-dir:{report.model_dir}'))")
@@ -203,7 +203,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                               description="Writes a synthetic 4-class pattern data set, fine-tunes a small "
                               "ResKANet-18 on it, saves a hub-ready folder, reloads it and evaluates it.")
     p.add_argument("--out", default="kanzoo-quickstart", help="folder for data and run (kanzoo-quickstart)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs (10: about two minutes on 2 CPU cores)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs (30: one to two minutes on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a previous quick start run")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")

@@ -87,6 +87,9 @@ def export_model(model: str | nn.Module, out: str | Path, *, format: str = "onnx
     out = Path(out)
     if out.is_dir():
         raise TaskError(f"--out {out} is a folder; give a file name such as {out / ('model' + SUFFIXES[format])}")
+    if format == "exported-program" and out.suffix != ".pt2":
+        raise TaskError(f"an ExportedProgram file must end in .pt2 (torch.export.load requires it); use "
+                        f"{out.with_suffix('.pt2')}")
     if not out.parent.is_dir():
         raise TaskError(f"the folder {out.parent} for --out does not exist; create it first")
     net = model if isinstance(model, nn.Module) else create_task_model(model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,17 @@ class QuickstartReport:
     model_dir: Path
     top1: float
     images: int
+    seconds: float
 
 
-def quickstart(out: str | Path = "kanzoo-quickstart", *, epochs: int = 10, train_per_class: int = 60,
+def quickstart(out: str | Path = "kanzoo-quickstart", *, epochs: int = 30, train_per_class: int = 60,
                overwrite: bool = False, seed: int = 0, workers: int | None = 0,
                progress: bool | None = None) -> QuickstartReport:
     """Fine-tune a small ResKANet-18 on a synthetic 4-pattern data set, then reload it and evaluate it.
 
     The data set is written to ``out/data`` (reused when present), the run to ``out/run``.
     """
+    started = time.perf_counter()
     out = Path(out)
     data = out / "data"
     if not (data / "train").is_dir():
@@ -43,4 +46,5 @@ def quickstart(out: str | Path = "kanzoo-quickstart", *, epochs: int = 10, train
                       overwrite=overwrite, progress=progress, model_kwargs=QUICKSTART_MODEL_KWARGS)
     reloaded = create_task_model(str(result.best_dir))
     metrics = evaluate_classifier(reloaded, data, workers=workers, progress=False)
-    return QuickstartReport(data, result.out, result.best_dir, metrics["top1"], metrics["images"])
+    return QuickstartReport(data, result.out, result.best_dir, metrics["top1"], metrics["images"],
+                            time.perf_counter() - started)
