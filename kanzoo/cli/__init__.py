@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Sequence
 
-_COMMAND_MODULES = ("kanzoo.cli.models", "kanzoo.cli.hub", "kanzoo.cli.tasks", "kanzoo.cli.bench")
+from . import bench, hub, models, tasks
+
+_COMMAND_MODULES = (models, hub, tasks, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser with every sub-command that is installed."""
+    """The parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="kanzoo", description="Kolmogorov-Arnold convolutional networks: "
                                      "models, pretrained weights, fine-tuning and export.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue
+    for module in _COMMAND_MODULES:
         module.add_commands(commands)
     return parser
 
