@@ -457,7 +457,7 @@ class _KANConv(KANConvBase):
         derivatives = None
         if with_derivative:
             zero = torch.zeros_like(f)
-            padded = [zero, *lower, zero] if p > 0 else [zero, zero]
+            padded = [zero, *lower, zero]
             derivatives = [(padded[q + 1] - padded[q]) * (mask[q] / h) for q in range(p + 1)]
         return [piece * m for piece, m in zip(pieces, mask)], index, derivatives
 
