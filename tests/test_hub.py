@@ -218,6 +218,12 @@ def test_no_weights_for_an_untagged_architecture_says_so():
         kanzoo.create_model("vggkan_19", pretrained=True, cfg=[4], width_multiplier=1)
 
 
+def test_model_card_names_the_segmentation_task(tmp_path):
+    model = kanzoo.create_model("ukanet_18", width=0.125, num_classes=2)
+    card = (kanzoo.save_pretrained(model, tmp_path / "seg") / "README.md").read_text()
+    assert "pipeline_tag: image-segmentation" in card and "image-classification" not in card
+
+
 def test_save_pretrained_push_to_hub_and_hf_hub_loading(local_hub, hf_cache, tmp_path, golden):
     model = kanzoo.create_model("vggkan_11", cfg=[4, "M", 8], width_multiplier=1, degree=2, num_classes=3,
                                 conv="bottleneck_kacn").eval()
@@ -228,6 +234,7 @@ def test_save_pretrained_push_to_hub_and_hf_hub_loading(local_hub, hf_cache, tmp
     assert config["model_args"]["cfg"] == [4, "M", 8] and config["model_args"]["conv"] == "bottleneck_kacn"
     card = (folder / "README.md").read_text()
     assert "| top1 | 12.5 |" in card and "license: apache-2.0" in card and "shapes" in card
+    assert "pipeline_tag: image-classification" in card
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
     repo_id = _repo()

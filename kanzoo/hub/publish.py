@@ -51,7 +51,8 @@ def _check_model(model: nn.Module) -> str:
 def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], metrics: Mapping[str, Any] | None,
                 dataset: str | None, license: str | None, repo_id: str | None) -> str:
     num_params = sum(p.numel() for p in model.parameters())
-    lines = ["---", "library_name: timm", "tags:", "- image-classification", "- timm", "- kanzoo",
+    task = "image-segmentation" if getattr(model, "is_segmentation", False) else "image-classification"
+    lines = ["---", "library_name: timm", f"pipeline_tag: {task}", "tags:", f"- {task}", "- timm", "- kanzoo",
              "- kolmogorov-arnold-network"]
     if license:
         lines.append(f"license: {license}")
