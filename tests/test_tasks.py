@@ -261,8 +261,11 @@ def test_quickstart_trains_saves_reloads_and_reports(tmp_path, capsys):
     assert report.images == 8 and 0.0 <= report.top1 <= 1.0
     assert sorted(p.name for p in (report.data / "train").iterdir()) == sorted(
         ["checkerboard", "dots", "horizontal_stripes", "vertical_stripes"])
-    with pytest.raises(TaskError, match="already holds a run"):
-        quickstart(tmp_path / "qs", epochs=1, train_per_class=8, progress=False)
+    again = quickstart(tmp_path / "qs", epochs=1, train_per_class=8, progress=False)
+    assert again.run == tmp_path / "qs" / "run-2" and (again.model_dir / "config.json").is_file()
+    assert (report.run / "last.pt").is_file(), "a second quick start must keep the first run"
+    replaced = quickstart(tmp_path / "qs", epochs=1, train_per_class=8, overwrite=True, progress=False)
+    assert replaced.run == report.run
 
 
 # --------------------------------------------------------------------------------------- class names, misc

@@ -199,11 +199,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=int, help="square input size (default: the model's cfg)")
     p.set_defaults(func=_export)
 
-    p = subparsers.add_parser("quickstart", help="fine-tune a small KAN ResNet on synthetic data in ~2 minutes",
+    p = subparsers.add_parser("quickstart", help="fine-tune a small KAN ResNet on synthetic data in about a minute",
                               description="Writes a synthetic 4-class pattern data set, fine-tunes a small "
                               "ResKANet-18 on it, saves a hub-ready folder, reloads it and evaluates it.")
     p.add_argument("--out", default="kanzoo-quickstart", help="folder for data and run (kanzoo-quickstart)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs (30: one to two minutes on 2 CPU cores)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs (30: about a minute on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a previous quick start run")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")

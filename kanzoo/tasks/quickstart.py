@@ -33,7 +33,9 @@ def quickstart(out: str | Path = "kanzoo-quickstart", *, epochs: int = 30, train
                progress: bool | None = None) -> QuickstartReport:
     """Fine-tune a small ResKANet-18 on a synthetic 4-pattern data set, then reload it and evaluate it.
 
-    The data set is written to ``out/data`` (reused when present), the run to ``out/run``.
+    The data set is written to ``out/data`` (reused when present), the run to ``out/run``; when that
+    already holds a run, the next free ``out/run-2``, ``out/run-3``, ... (unless ``overwrite``), so
+    running the quick start again keeps earlier results.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -41,10 +43,20 @@ def quickstart(out: str | Path = "kanzoo-quickstart", *, epochs: int = 30, train
     if not (data / "train").is_dir():
         make_classification_folder(data, train_per_class=train_per_class, val_per_class=train_per_class // 4,
                                    size=QUICKSTART_IMG_SIZE, patterns=PATTERNS, seed=seed)
-    result = finetune(QUICKSTART_MODEL, data, out / "run", epochs=epochs, batch_size=16, lr=2e-3,
+    run = out / "run" if overwrite else _free_run_dir(out / "run")
+    result = finetune(QUICKSTART_MODEL, data, run, epochs=epochs, batch_size=16, lr=2e-3,
                       img_size=QUICKSTART_IMG_SIZE, pretrained=False, workers=workers, seed=seed,
                       overwrite=overwrite, progress=progress, model_kwargs=QUICKSTART_MODEL_KWARGS)
     reloaded = create_task_model(str(result.best_dir))
     metrics = evaluate_classifier(reloaded, data, workers=workers, progress=False)
     return QuickstartReport(data, result.out, result.best_dir, metrics["top1"], metrics["images"],
                             time.perf_counter() - started)
+
+
+def _free_run_dir(base: Path) -> Path:
+    """``base`` while it is missing or empty, else the first missing or empty ``base-2``, ``base-3``, ..."""
+    candidate, number = base, 1
+    while candidate.is_dir() and any(candidate.iterdir()):
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
