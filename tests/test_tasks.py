@@ -174,6 +174,22 @@ def test_two_process_ddp_run_completes_and_writes_once(cls_data, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["best", "curves.png", "last.pt", "metrics.csv"]
 
 
+def test_two_process_ddp_segmentation_completes_and_writes_once(tmp_path):
+    data = make_segmentation_folder(tmp_path / "data", train=8, val=4, size=32, num_classes=2, seed=0)
+    out = tmp_path / "ddp-seg"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kanzoo",
+           "segment", "--model", "ukanet_18", "--data", str(data), "--out", str(out), "--epochs", "1",
+           "--batch-size", "2", "--img-size", "32", "--workers", "0", "--no-progress", "--model-arg", "width=0.125"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 process(es)" in done.stdout
+    assert done.stdout.count("epoch 1:") == 1 and done.stdout.count("best val_miou") == 1
+    rows = _metrics(out)
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["val_miou"]) <= 1.0
+    assert {"best", "metrics.csv", "last.pt"} <= {p.name for p in out.iterdir()}
+
+
 def test_freeze_backbone_trains_only_the_head(cls_data, tmp_path):
     result = finetune("reskanet_18", cls_data, tmp_path / "run", freeze_backbone=True, **dict(FINETUNE_ARGS, epochs=1))
     state = torch.load(result.out / "last.pt", weights_only=False)["model"]
