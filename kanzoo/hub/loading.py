@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .convert import prepare_state_dict
-from .download import hub_download, verify_file
+from .download import download_weights, hub_download
 from .errors import CheckpointMismatchError, WeightsNotFoundError
 from .manifest import manifest
 
@@ -61,12 +61,8 @@ class HubLoader:
             return load_checkpoint_file(pretrained_cfg["file"])
         if source == "hf-hub":
             return self._from_hub_repo(pretrained_cfg, cache_dir)
-        entry = manifest().get(name)
-        if entry is not None:
-            path = hub_download(entry["hf_hub_id"], entry["filename"], entry.get("revision"),
-                                cache_dir=cache_dir, what=name)
-            verify_file(path, name, entry)
-            return load_checkpoint_file(path)
+        if name in manifest():
+            return load_checkpoint_file(download_weights(name, cache_dir=cache_dir))
         if pretrained_cfg.get("hf_hub_id"):
             return self._from_hub_repo(pretrained_cfg, cache_dir)
         if pretrained_cfg.get("url"):
