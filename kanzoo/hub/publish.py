@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -19,23 +20,22 @@ from torch import nn
 from .download import _hub_errors
 from .errors import HubError
 
-__all__ = ["push_to_hub", "save_pretrained"]
+__all__ = ["atomic_write", "push_to_hub", "save_pretrained"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through a temporary file in the same folder (same suffix), then rename it into place."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _check_model(model: nn.Module) -> str:
@@ -95,13 +95,13 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike[str], *,
     extra: dict[str, Any] = {}
     if license:
         extra["pretrained_cfg"] = {"license": license}
-    _atomic_write(folder / CONFIG_NAME, lambda tmp: save_config_for_hf(model, tmp, model_config=extra))
+    atomic_write(folder / CONFIG_NAME, lambda tmp: save_config_for_hf(model, tmp, model_config=extra))
     config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     if model_card:
         card = _model_card(model, architecture, config, metrics, dataset, license, repo_id)
-        _atomic_write(folder / CARD_NAME, lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
+        atomic_write(folder / CARD_NAME, lambda tmp: tmp.write_text(card, encoding="utf-8"))
     return folder
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..hub.publish import atomic_write
 from .errors import TaskError
 
 CHECKPOINT = "last.pt"
@@ -22,17 +23,6 @@ CURVES = "curves.png"
 BEST = "best"
 OVERLAYS = "overlays"
 RUN_OUTPUTS = (CHECKPOINT, METRICS, CURVES, BEST, OVERLAYS)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder (same suffix), then rename it into place."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
