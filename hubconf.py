@@ -10,13 +10,13 @@ Every keyword argument goes to ``kanzoo.create_model`` (``num_classes``, ``in_ch
 dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors"]
 
 
-def _entry_point(name):
+def _entry_point(name, tagged):
     import kanzoo
     from timm.models import get_arch_name
     from timm.models._registry import model_entrypoint
 
     architecture = get_arch_name(name)
-    tags = [t for t in kanzoo.list_models(pretrained=True) if get_arch_name(t) == architecture]
+    tags = [t for t in tagged if get_arch_name(t) == architecture]
 
     def entry(pretrained=False, tag=None, **kwargs):
         if tag is not None and "." in name:
@@ -34,8 +34,8 @@ def _entry_point(name):
 def _generate():
     import kanzoo
 
-    names = kanzoo.list_models() + kanzoo.list_models(pretrained=True)
-    return {name: _entry_point(name) for name in names}
+    tagged = kanzoo.list_models(pretrained=True)
+    return {name: _entry_point(name, tagged) for name in kanzoo.list_models() + tagged}
 
 
 globals().update(_generate())
