@@ -31,7 +31,7 @@ def scale_channels(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def _accepted_kwargs(cls: type) -> set[str]:
+def accepted_kwargs(cls: type) -> set[str]:
     """Keyword arguments that ``cls.__init__`` (or any base class' ``__init__`` it forwards to) accepts."""
     names: set[str] = set()
     for klass in cls.__mro__:
@@ -43,7 +43,7 @@ def _accepted_kwargs(cls: type) -> set[str]:
                 names.add(param.name)
     inner = getattr(cls, "kan_conv", None)
     if inner is not None:
-        names |= _accepted_kwargs(inner)
+        names |= accepted_kwargs(inner)
     return names
 
 
@@ -66,7 +66,7 @@ class KANConvFactory:
         self.groups = groups
         self.norm_layer = norm_layer
         self.act_layer = act_layer
-        accepted = _accepted_kwargs(self.conv_cls) - _STRUCTURAL_ARGS
+        accepted = accepted_kwargs(self.conv_cls) - _STRUCTURAL_ARGS
         structural = sorted(set(family_kwargs) & _STRUCTURAL_ARGS)
         if structural:
             raise TypeError(f"{structural} are set by the architecture for each conv and cannot be passed to "
@@ -76,7 +76,7 @@ class KANConvFactory:
             raise TypeError(f"unknown argument(s) {unknown}: neither a model argument nor one that conv={conv!r} "
                             f"({self.conv_cls.__name__}) accepts; the family accepts {sorted(accepted)}")
         self.family_kwargs = family_kwargs
-        self.plain_kwargs = {k: v for k, v in family_kwargs.items() if k in _accepted_kwargs(self.plain_cls)}
+        self.plain_kwargs = {k: v for k, v in family_kwargs.items() if k in accepted_kwargs(self.plain_cls)}
 
     def block_groups(self, in_chs: int, out_chs: int) -> int:
         """Groups of a conv inside a block: the ``groups`` setting, or ``gcd(in, out)`` for 'depthwise'."""

@@ -14,7 +14,6 @@ InstanceNorm). ``vggkan_13/16/19`` deepen the VGG11v4 stages the way VGG13/16/19
 from __future__ import annotations
 
 import functools
-import inspect
 import re
 from typing import Any, Mapping, Sequence, Union
 
@@ -25,6 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import BottleneckKANConvBase, canonical_conv_name, convert_tck_kagn_state_dict, get_conv
+from ._blocks import IMAGENET_MEAN, IMAGENET_STD, accepted_kwargs
 from ._builder import build_kan_model
 from ._pretrained import pretrained_cfgs
 
@@ -45,13 +45,6 @@ VGG_LAYOUTS: dict[str, list[LayoutItem]] = {
 
 _POLYNOMIAL_DEFAULT_DEGREE = 5
 _ORIGINAL_LAYER_KEY = re.compile(r"^features\.(\d+)\.poly_weights$")
-
-
-def _accepts(conv_cls: type[nn.Module], name: str) -> bool:
-    """Whether a KAN conv class (or the KAN conv inside a bottleneck) takes the keyword ``name``."""
-    target = conv_cls.kan_conv if issubclass(conv_cls, BottleneckKANConvBase) else conv_cls
-    return any(name in inspect.signature(cls.__init__).parameters for cls in target.__mro__
-               if "__init__" in vars(cls))
 
 
 def _check_layout(cfg: Sequence[LayoutItem]) -> list[LayoutItem]:
@@ -256,7 +249,7 @@ def _convert_original_keys(module: nn.Module, state_dict: dict[str, torch.Tensor
 
 def _create_vggkan(variant: str, pretrained: bool = False, **kwargs: Any) -> VGGKAN:
     conv_cls = get_conv(kwargs.get("conv", "bottleneck_kagn"), 2)
-    if _accepts(conv_cls, "degree"):
+    if "degree" in accepted_kwargs(conv_cls):
         kwargs.setdefault("degree", _POLYNOMIAL_DEFAULT_DEGREE)
     return build_kan_model(VGGKAN, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
 
@@ -264,7 +257,7 @@ def _create_vggkan(variant: str, pretrained: bool = False, **kwargs: Any) -> VGG
 def _cfg(first_conv: str | tuple[str, ...] = ("features.0.inner_proj", "features.0.base_conv"),
          **kwargs: Any) -> dict[str, Any]:
     return dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-                interpolation="bilinear", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
                 first_conv=first_conv, classifier="classifier.1", **kwargs)
 
 
