@@ -26,7 +26,7 @@ from torch import nn
 
 from kanzoo.layers import FAMILIES, KANConvBase
 
-DEFAULT_FAMILIES = ("kan", "fastkan", "kacn", "kaln", "kagn", "kajn", "kabn", "wavkan", "relukan")
+DEFAULT_FAMILIES = tuple(FAMILIES)
 DEFAULT_GROUPS = ("1", "8", "dw")
 QUICK_FAMILIES = ("kagn", "kan")
 QUICK_GROUPS = ("8", "dw")
@@ -217,6 +217,15 @@ def _no_grad_expand(layer: KANConvBase, x: torch.Tensor) -> None:
         layer.expand(x, *layer.basis_parameters())
 
 
+def check_selection(families: Sequence[str], groups: Sequence[str], shape: LayerShape) -> None:
+    """Raise a ``ValueError`` naming any unknown family or invalid grouping, before anything is measured."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; choose from {sorted(FAMILIES)}")
+    for name in groups:
+        shape.groups_of(name)
+
+
 def bench_layers(families: Sequence[str] = DEFAULT_FAMILIES, groups: Sequence[str] = DEFAULT_GROUPS,
                  shape: LayerShape = LayerShape(), *, repeats: int = 5, warmup: int = 1,
                  device: str | torch.device = "cpu", dtype: str = "fp32", clock: str = "wall"
@@ -227,8 +236,7 @@ def bench_layers(families: Sequence[str] = DEFAULT_FAMILIES, groups: Sequence[st
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     device = torch.device(device)
-    for name in groups:
-        shape.groups_of(name)
+    check_selection(families, groups, shape)
     for family in families:
         for name in groups:
             yield bench_case(family, name, shape, repeats=repeats, warmup=warmup, device=device,
@@ -283,7 +291,7 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--families", nargs="+", default=None, metavar="FAMILY",
                         help=f"families to measure (default: all: {' '.join(DEFAULT_FAMILIES)})")
     parser.add_argument("--groups", nargs="+", default=None, metavar="G",
-                        help="groupings: integers, or 'dw' for depthwise (default: 1 8 dw)")
+                        help=f"groupings: integers, or 'dw' for depthwise (default: {' '.join(DEFAULT_GROUPS)})")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds; the minimum is kept (default 5)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
@@ -313,16 +321,11 @@ def run_layers(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     families = args.families or (QUICK_FAMILIES if args.quick else DEFAULT_FAMILIES)
-    unknown = [f for f in families if f not in FAMILIES]
-    if unknown:
-        print(f"error: unknown families {unknown}; choose from {sorted(FAMILIES)}", file=sys.stderr)
-        return 2
     groups = args.groups or (QUICK_GROUPS if args.quick else DEFAULT_GROUPS)
     repeats = args.repeats or (3 if args.quick else 5)
     shape = LayerShape(batch=args.batch, size=args.size)
     try:
-        for name in groups:
-            shape.groups_of(name)
+        check_selection(families, groups, shape)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
