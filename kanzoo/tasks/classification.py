@@ -17,7 +17,7 @@ from .errors import TaskError
 from .metrics import topk_correct
 from .modeling import create_task_model, is_segmentation, label_names, save_task_model, set_task_cfg
 from .runs import RunFolder
-from .train import FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, seed_everything
+from .train import FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, report_best, seed_everything
 
 CLASSIFICATION_COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_time_s",
                           "skipped_images")
@@ -115,23 +115,10 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
         result = fit(net, net.parameters(), ImageDataset(found.train, train_tf), ImageDataset(found.val, val_tf),
                      spec, run, settings, info)
         if info.is_main:
-            tqdm.write(f"best val_top1 {result.best_metric:.4f} (epoch {result.best_epoch}); hub-ready model in "
-                       f"{result.best_dir}")
-            if push_to_hub:
-                _push(result, push_to_hub, dataset_name)
+            report_best(result, spec.metric, push_to_hub, dataset_name)
         return result
     finally:
         distributed.teardown(info)
-
-
-def _push(result: FitResult, repo_id: str, dataset: str) -> None:
-    import kanzoo
-
-    best = create_task_model(str(result.best_dir))
-    row = next(r for r in result.history if r["epoch"] == result.best_epoch)
-    metrics = {k: row[k] for k in ("val_top1", "val_top5", "val_miou", "val_dice") if k in row}
-    url = kanzoo.push_to_hub(best, repo_id, metrics=metrics, dataset=dataset)
-    tqdm.write(f"pushed the best model to {repo_id}" + (f" ({url})" if url else ""))
 
 
 def class_mapping(data_classes: Sequence[str], model: nn.Module) -> list[int]:

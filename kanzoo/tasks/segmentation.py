@@ -15,13 +15,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .classification import _push
 from .data import SegmentationData, SegmentationDataset, discover_eval_pairs, discover_segmentation, load_rgb
 from .errors import TaskError
 from .metrics import DiceCELoss, confusion_matrix, iou_dice
 from .modeling import create_task_model, is_segmentation, label_names, save_task_model, set_task_cfg
 from .runs import OVERLAYS, RunFolder, atomic_write
-from .train import FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, seed_everything
+from .train import FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, report_best, seed_everything
 
 SEGMENTATION_SCORES = ("val_miou", "val_dice", "val_pixel_acc")
 
@@ -184,10 +183,7 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
         )
         result = fit(net, net.parameters(), train_set, val_set, spec, run, settings, info)
         if info.is_main:
-            tqdm.write(f"best val_miou {result.best_metric:.4f} (epoch {result.best_epoch}); hub-ready model in "
-                       f"{result.best_dir}")
-            if push_to_hub:
-                _push(result, push_to_hub, dataset_name)
+            report_best(result, spec.metric, push_to_hub, dataset_name)
         return result
     finally:
         distributed.teardown(info)

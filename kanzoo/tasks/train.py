@@ -19,11 +19,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
+import kanzoo
+
 from . import distributed
 from .data import Batch, ShardSampler, Skipped, collate_skipping
 from .distributed import DistInfo
 from .errors import TaskError
-from .modeling import unwrap
+from .modeling import create_task_model
 from .runs import RunFolder, rng_state, set_rng_state
 
 CHECKPOINT_FORMAT = "kanzoo-run/1"
@@ -250,6 +252,19 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, va
                 tqdm.write("interrupted before the first epoch finished; nothing was saved: run the command again")
         raise
     return result
+
+
+def report_best(result: FitResult, metric: str, push_to_hub: str | None, dataset: str) -> None:
+    """Print the best epoch's ``metric`` and, with ``push_to_hub``, push the best model to that Hub repo."""
+    tqdm.write(f"best {metric} {result.best_metric:.4f} (epoch {result.best_epoch}); hub-ready model in "
+               f"{result.best_dir}")
+    if not push_to_hub:
+        return
+    best = create_task_model(str(result.best_dir))
+    row = next(r for r in result.history if r["epoch"] == result.best_epoch)
+    metrics = {k: row[k] for k in ("val_top1", "val_top5", "val_miou", "val_dice") if k in row}
+    url = kanzoo.push_to_hub(best, push_to_hub, metrics=metrics, dataset=dataset)
+    tqdm.write(f"pushed the best model to {push_to_hub}" + (f" ({url})" if url else ""))
 
 
 def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampler, epoch: int,
