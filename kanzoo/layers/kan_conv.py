@@ -407,10 +407,11 @@ def _check_degree(degree: int) -> int:
     return degree
 
 
-class _KANConv(KANConvBase):
-    """B-spline KAN convolution (the original KAN's spline basis) on a uniform, extended grid."""
+class _GridConv(KANConvBase):
+    """Families on a uniform grid of ``grid_size`` cells extended by ``spline_order`` cells on each side.
 
-    family = "kan"
+    Subclasses build their grid buffers in ``create_basis_parameters`` from ``_uniform_grid``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride=1,
                  padding=0, dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
@@ -421,12 +422,31 @@ class _KANConv(KANConvBase):
         self.grid_size, self.spline_order, self.grid_range = grid_size, spline_order, tuple(grid_range)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, **kwargs)
-        grid = _uniform_grid(grid_range, grid_size, spline_order)
-        self.register_buffer("grid", grid.to(self.weight.device, self.weight.dtype), persistent=False)
 
     @property
     def num_bases(self) -> int:
         return self.grid_size + self.spline_order
+
+    @property
+    def cell_width(self) -> float:
+        """Width ``h`` of one grid cell."""
+        return (self.grid_range[1] - self.grid_range[0]) / self.grid_size
+
+    def _knots(self) -> torch.Tensor:
+        """The extended grid's knots (float64), after checking ``grid_range`` and ``grid_size``."""
+        return _uniform_grid(self.grid_range, self.grid_size, self.spline_order)
+
+    def family_repr(self) -> str:
+        return f"grid_size={self.grid_size}, spline_order={self.spline_order}, grid_range={self.grid_range}"
+
+
+class _KANConv(_GridConv):
+    """B-spline KAN convolution (the original KAN's spline basis) on a uniform, extended grid."""
+
+    family = "kan"
+
+    def create_basis_parameters(self, factory: dict[str, Any]) -> None:
+        self.register_buffer("grid", self._knots().to(self.weight.device, self.weight.dtype), persistent=False)
 
     def _pieces(self, x: torch.Tensor, with_derivative: bool):
         """Cell index ``j`` of ``x`` on the extended grid and the ``p + 1`` non-zero spline pieces there.
@@ -436,7 +456,7 @@ class _KANConv(KANConvBase):
         ``N_p(q + f)``, built by the Cox-de Boor recursion in the local coordinate ``f``. Pieces
         that fall outside the ``K`` bases or outside the grid are zeroed.
         """
-        p, h = self.spline_order, (self.grid_range[1] - self.grid_range[0]) / self.grid_size
+        p, h = self.spline_order, self.cell_width
         t = (x - self.grid[0].to(x.dtype)) / h
         cell = torch.floor(t)
         f = t - cell
@@ -481,9 +501,6 @@ class _KANConv(KANConvBase):
             return (total,)
 
         return bases, vjp
-
-    def family_repr(self) -> str:
-        return f"grid_size={self.grid_size}, spline_order={self.spline_order}, grid_range={self.grid_range}"
 
 
 class _FastKANConv(KANConvBase):
@@ -796,31 +813,17 @@ class _WavKANConv(KANConvBase):
         return f"wavelet={self.wavelet!r}, num_wavelets={self.num_wavelets}, grid_range={self.grid_range}"
 
 
-class _ReLUKANConv(KANConvBase):
+class _ReLUKANConv(_GridConv):
     """ReLU-KAN convolution: ``(relu(e_i - x) * relu(x - s_i))^2 * 16 / (e_i - s_i)^4`` on a uniform grid."""
 
     family = "relukan"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride=1,
-                 padding=0, dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
-                 grid_size: int = 5, spline_order: int = 3, grid_range: Sequence[float] = (-1.0, 1.0),
-                 **kwargs: Any) -> None:
-        if spline_order < 0:
-            raise ValueError(f"spline_order must be non-negative, got {spline_order}")
-        self.grid_size, self.spline_order, self.grid_range = grid_size, spline_order, tuple(grid_range)
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode, **kwargs)
-        knots = _uniform_grid(grid_range, grid_size, spline_order)
-        h = (self.grid_range[1] - self.grid_range[0]) / grid_size
-        starts = knots[: grid_size + spline_order]
-        ends = starts + (spline_order + 1) * h
+    def create_basis_parameters(self, factory: dict[str, Any]) -> None:
+        starts = self._knots()[: self.num_bases]
+        support = (self.spline_order + 1) * self.cell_width
         self.register_buffer("starts", starts.to(self.weight.device, self.weight.dtype), persistent=False)
-        self.register_buffer("ends", ends.to(self.weight.device, self.weight.dtype), persistent=False)
-        self.norm_const = 16.0 / ((spline_order + 1) * h) ** 4
-
-    @property
-    def num_bases(self) -> int:
-        return self.grid_size + self.spline_order
+        self.register_buffer("ends", (starts + support).to(self.weight.device, self.weight.dtype), persistent=False)
+        self.norm_const = 16.0 / support ** 4
 
     def _hats(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         ends, starts = self.ends.to(x.dtype), self.starts.to(x.dtype)
@@ -840,9 +843,6 @@ class _ReLUKANConv(KANConvBase):
             return (_contract(grad, slopes).mul_(2 * self.norm_const),)
 
         return bases, vjp
-
-    def family_repr(self) -> str:
-        return f"grid_size={self.grid_size}, spline_order={self.spline_order}, grid_range={self.grid_range}"
 
 
 def _dimensioned(family: type[KANConvBase], stem: str) -> tuple[type[KANConvBase], ...]:
