@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from timm.data import resolve_data_config
 from torch import nn
 
 from .classification import data_config, transforms
@@ -57,14 +58,9 @@ def predict(model: str | nn.Module, images: Sequence[str | Path], *, top_k: int 
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net.to(target)
     if is_segmentation(net):
-        return _segment_images(net, images, Path(out_dir), img_size, target)
-    return _classify_images(net, images, top_k, img_size, target)
-
-
-def _classify_images(model: nn.Module, images: Sequence[str | Path], top_k: int, img_size: int | None,
-                     device: torch.device) -> list[Prediction]:
-    _, transform = transforms(data_config(model, img_size))
-    names = label_names(model) or [str(i) for i in range(model.num_classes)]
+        predict_one = _segmenter(net, Path(out_dir), img_size, target)
+    else:
+        predict_one = _classifier(net, top_k, img_size, target)
     results = []
     for path in images:
         try:
@@ -72,33 +68,35 @@ def _classify_images(model: nn.Module, images: Sequence[str | Path], top_k: int,
         except _DECODE_ERRORS as err:
             results.append(Prediction(str(path), error=f"unreadable image ({type(err).__name__}: {err})"))
             continue
-        with torch.no_grad():
-            probs = model(transform(image).unsqueeze(0).to(device)).float().softmax(dim=1)[0]
-        values, indices = probs.topk(min(top_k, probs.numel()))
-        results.append(Prediction(str(path), top=[(names[i], float(v)) for v, i in zip(values.tolist(),
-                                                                                      indices.tolist())]))
+        results.append(predict_one(str(path), image))
     return results
 
 
-def _segment_images(model: nn.Module, images: Sequence[str | Path], out_dir: Path, img_size: int | None,
-                    device: torch.device) -> list[Prediction]:
-    from timm.data import resolve_data_config
+def _classifier(model: nn.Module, top_k: int, img_size: int | None,
+                device: torch.device) -> Callable[[str, Image.Image], Prediction]:
+    _, transform = transforms(data_config(model, img_size))
+    names = label_names(model) or [str(i) for i in range(model.num_classes)]
 
+    def classify(path: str, image: Image.Image) -> Prediction:
+        with torch.no_grad():
+            probs = model(transform(image).unsqueeze(0).to(device)).float().softmax(dim=1)[0]
+        values, indices = probs.topk(min(top_k, probs.numel()))
+        return Prediction(path, top=[(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())])
+    return classify
+
+
+def _segmenter(model: nn.Module, out_dir: Path, img_size: int | None,
+               device: torch.device) -> Callable[[str, Image.Image], Prediction]:
     size = input_size(model, img_size)
     cfg = resolve_data_config(model=model)
     prepare = SegmentationDataset([], size, cfg["mean"], cfg["std"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for path in images:
-        try:
-            image = load_rgb(path)
-        except _DECODE_ERRORS as err:
-            results.append(Prediction(str(path), error=f"unreadable image ({type(err).__name__}: {err})"))
-            continue
+
+    def segment(path: str, image: Image.Image) -> Prediction:
         mask = predict_mask(model, prepare.image_tensor(image), device)
         full = np.asarray(Image.fromarray(mask).resize(image.size, Image.NEAREST))
         target = out_dir / f"{Path(path).stem}.png"
         png = mask_image(full, model.num_classes)
         atomic_write(target, lambda tmp: png.save(tmp, format="PNG"))
-        results.append(Prediction(str(path), mask=target))
-    return results
+        return Prediction(path, mask=target)
+    return segment
