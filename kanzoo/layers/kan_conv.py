@@ -10,7 +10,7 @@ single ``F.conv{1,2,3}d(..., groups=G)`` applies every group's own weights at on
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,9 @@ from .helpers import PADDING_MODES, ActSpec, NormSpec, create_act, create_norm, 
 
 # Values per block of the blocked (cache-sized) expansion on the CPU.
 _BLOCK_ELEMENTS = 1 << 16
+
+# maps the gradient of the bases (N, C, K, *spatial) to (grad_x, *grad_params)
+BasisVJP = Callable[[torch.Tensor], tuple[torch.Tensor | None, ...]]
 
 _INPUT_NAMES = {1: "(C, L) or (N, C, L)", 2: "(C, H, W) or (N, C, H, W)", 3: "(C, D, H, W) or (N, C, D, H, W)"}
 
@@ -248,7 +251,8 @@ class KANConvBase(nn.Module):
         step = total if xp.device.type != "cpu" else max(1, _BLOCK_ELEMENTS // per_sample)
         return [slice(i, min(i + step, total)) for i in range(0, total, step)] or [slice(0, 0)]
 
-    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], *params: torch.Tensor):
+    def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], *params: torch.Tensor
+                  ) -> tuple[torch.Tensor | list[torch.Tensor], BasisVJP]:
         """``basis`` plus a function mapping the bases' gradient ``(N, C, K, *spatial)`` to ``(grad_x, *grad_params)``.
 
         This generic version differentiates ``basis`` with autograd (``squashed`` is recomputed);
@@ -413,8 +417,9 @@ class _GridConv(KANConvBase):
     Subclasses build their grid buffers in ``create_basis_parameters`` from ``_uniform_grid``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride=1,
-                 padding=0, dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+                 dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  grid_size: int = 5, spline_order: int = 3, grid_range: Sequence[float] = (-1.0, 1.0),
                  **kwargs: Any) -> None:
         if spline_order < 0:
@@ -508,8 +513,9 @@ class _FastKANConv(KANConvBase):
 
     family = "fastkan"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride=1,
-                 padding=0, dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+                 dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  grid_size: int = 8, grid_range: Sequence[float] = (-2.0, 2.0), **kwargs: Any) -> None:
         if grid_size < 2:
             raise ValueError(f"grid_size must be at least 2 for RBF centres, got {grid_size}")
@@ -540,8 +546,9 @@ class _FastKANConv(KANConvBase):
 class _PolynomialConv(KANConvBase):
     """Polynomial families: ``degree + 1`` polynomials of ``tanh(x)``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride=1,
-                 padding=0, dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+                 dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  degree: int = 3, **kwargs: Any) -> None:
         self.degree = _check_degree(degree)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
@@ -666,8 +673,9 @@ class _KAJNConv(_PolynomialConv):
 
     family = "kajn"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride=1,
-                 padding=0, dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+                 dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  degree: int = 3, alpha: float = 1.0, beta: float = 1.0, **kwargs: Any) -> None:
         if alpha <= -1 or beta <= -1:
             raise ValueError(f"Jacobi polynomials need alpha > -1 and beta > -1, got alpha={alpha}, beta={beta}")
@@ -739,8 +747,9 @@ class _WavKANConv(KANConvBase):
 
     family = "wavkan"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride=1,
-                 padding=0, dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
+                 dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  wavelet: str = "mexican_hat", num_wavelets: int = 4, grid_range: Sequence[float] = (-2.0, 2.0),
                  **kwargs: Any) -> None:
         if wavelet not in _WAVELETS:
