@@ -85,17 +85,15 @@ class UKANet(nn.Module):
         self.output_stride = int(max(reductions))
         make = make_factory(conv or "kagn", 1 if groups is None else groups, conv_kwargs, family_kwargs,
                             norm_layer, act_layer)
-        widths = list(channels[-2::-1])
-        if reductions[0] > 1:
-            widths.append(max(1, channels[0] // 2))
+        skip_chs = list(channels[-2::-1])
+        widths = skip_chs + ([max(1, channels[0] // 2)] if reductions[0] > 1 else [])
         if decoder_channels is not None:
             if len(decoder_channels) != len(widths):
                 raise ValueError(f"decoder_channels needs {len(widths)} widths for encoder {encoder!r} (one per "
                                  f"decoder stage, deepest first), got {len(decoder_channels)}")
             widths = list(decoder_channels)
         stages, chs = [], channels[-1]
-        skip_chs = list(channels[-2::-1]) + [0]
-        for width_out, skip in zip(widths, skip_chs):
+        for width_out, skip in zip(widths, skip_chs + [0]):
             stages.append(DecoderStage(make, chs, skip, width_out))
             chs = width_out
         self.decoder = nn.ModuleList(stages)
