@@ -12,7 +12,7 @@ import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 from .errors import TaskError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_T = TypeVar("_T")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _LAYOUT_HELP = ("expected DIR/train/<class>/<image> and DIR/val/<class>/<image>, or DIR/<class>/<image> "
                 "with --val-split FRACTION")
@@ -102,8 +103,9 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _split(images: list[Path], fraction: float, rng: random.Random) -> tuple[list[Path], list[Path]]:
-    shuffled = list(images)
+def _split(items: list[_T], fraction: float, rng: random.Random) -> tuple[list[_T], list[_T]]:
+    """Shuffle ``items`` and hold out ``fraction`` of them (at least one on each side when there are two or more)."""
+    shuffled = list(items)
     rng.shuffle(shuffled)
     n_val = round(len(shuffled) * fraction)
     if len(shuffled) >= 2:
@@ -118,28 +120,34 @@ def _check_fraction(val_split: float | None) -> None:
         raise TaskError(f"--val-split must be a fraction between 0 and 1, got {val_split}")
 
 
-def discover_classification(root: str | Path, val_split: float | None = None, seed: int = 0) -> ClassificationData:
-    """Read an ImageFolder tree: ``train/`` and ``val/`` class folders, or class folders plus ``val_split``."""
-    root = Path(root)
+def _read_splits(root: Path, val_split: float | None, read: Callable[[Path], _T],
+                 layout_help: str) -> tuple[_T, _T | None]:
+    """``read`` of ``root/train`` and ``root/val``; without ``val/`` (which needs ``val_split``) the val part is
+    None and the training part is ``root/train``, or ``root`` itself when that is missing too."""
     _require_folder(root, "data folder")
     _check_fraction(val_split)
     train_dir, val_dir = root / "train", root / "val"
-    if train_dir.is_dir():
-        train = _class_folders(train_dir)
-        if val_dir.is_dir():
-            val = _class_folders(val_dir)
-            unknown = sorted(set(val) - set(train))
-            if unknown:
-                raise TaskError(f"{val_dir} has classes that {train_dir} lacks: {', '.join(unknown)}; "
-                                "every validation class needs training images")
-        elif val_split is None:
-            raise TaskError(f"{train_dir} exists but {val_dir} does not; add a val/ folder or pass --val-split 0.2")
-        else:
-            val = {}
-    else:
+    if not train_dir.is_dir():
         if val_split is None:
-            raise TaskError(f"{root} has no train/ and val/ folders; {_LAYOUT_HELP}")
-        train, val = _class_folders(root), {}
+            raise TaskError(f"{root} has no train/ and val/ folders; {layout_help}")
+        return read(root), None
+    train = read(train_dir)
+    if val_dir.is_dir():
+        return train, read(val_dir)
+    if val_split is None:
+        raise TaskError(f"{train_dir} exists but {val_dir} does not; add a val/ folder or pass --val-split 0.2")
+    return train, None
+
+
+def discover_classification(root: str | Path, val_split: float | None = None, seed: int = 0) -> ClassificationData:
+    """Read an ImageFolder tree: ``train/`` and ``val/`` class folders, or class folders plus ``val_split``."""
+    root = Path(root)
+    train, val = _read_splits(root, val_split, _class_folders, _LAYOUT_HELP)
+    val = val or {}
+    unknown = sorted(set(val) - set(train))
+    if unknown:
+        raise TaskError(f"{root / 'val'} has classes that {root / 'train'} lacks: {', '.join(unknown)}; "
+                        "every validation class needs training images")
     classes = sorted(train)
     data = ClassificationData(classes)
     rng = random.Random(seed)
@@ -274,29 +282,13 @@ def discover_segmentation(root: str | Path, num_classes: int | None = None, val_
                           seed: int = 0) -> SegmentationData:
     """Read ``images/`` + ``masks/`` (or ``train/`` and ``val/`` with those inside) and check every mask."""
     root = Path(root)
-    _require_folder(root, "data folder")
-    _check_fraction(val_split)
-    if (root / "train").is_dir():
-        train = _pairs(root / "train")
-        if (root / "val").is_dir():
-            val = _pairs(root / "val")
-        elif val_split is None:
-            raise TaskError(f"{root / 'train'} exists but {root / 'val'} does not; add it or pass --val-split 0.2")
-        else:
-            val = []
-    else:
-        if val_split is None:
-            raise TaskError(f"{root} has no train/ and val/ folders; {_SEG_LAYOUT_HELP}")
-        train, val = _pairs(root), []
+    train, val = _read_splits(root, val_split, _pairs, _SEG_LAYOUT_HELP)
     skipped: list[Skipped] = []
     train, values = _scan_masks(train, skipped)
-    val, val_values = _scan_masks(val, skipped)
+    val, val_values = _scan_masks(val or [], skipped)
     values.update(val_values)
     if not val and val_split is not None:
-        rng = random.Random(seed)
-        rng.shuffle(train)
-        n_val = min(max(round(len(train) * val_split), 1), len(train) - 1)
-        val, train = sorted(train[:n_val]), sorted(train[n_val:])
+        train, val = _split(train, val_split, random.Random(seed))
     if not train or not val:
         raise TaskError(f"{root} needs readable image/mask pairs for both training and validation "
                         f"(found {len(train)} and {len(val)}); add images or change --val-split")
