@@ -15,7 +15,7 @@ from typing import Any
 MANIFEST_ENV = "KANZOO_WEIGHTS_MANIFEST"
 
 # manifest fields that map one-to-one onto timm's PretrainedCfg
-_CFG_FIELDS = ("num_classes", "input_size", "mean", "std", "interpolation", "crop_pct", "license", "hf_hub_filename")
+_CFG_FIELDS = ("num_classes", "input_size", "mean", "std", "interpolation", "crop_pct", "license")
 
 
 @functools.lru_cache(maxsize=8)
