@@ -76,7 +76,8 @@ class KANConvFactory:
             raise TypeError(f"unknown argument(s) {unknown}: neither a model argument nor one that conv={conv!r} "
                             f"({self.conv_cls.__name__}) accepts; the family accepts {sorted(accepted)}")
         self.family_kwargs = family_kwargs
-        self.plain_kwargs = {k: v for k, v in family_kwargs.items() if k in accepted_kwargs(self.plain_cls)}
+        plain_accepted = accepted_kwargs(self.plain_cls)
+        self.plain_kwargs = {k: v for k, v in family_kwargs.items() if k in plain_accepted}
 
     def block_groups(self, in_chs: int, out_chs: int) -> int:
         """Groups of a conv inside a block: the ``groups`` setting, or ``gcd(in, out)`` for 'depthwise'."""
