@@ -15,7 +15,8 @@ from torch import nn
 from .classification import data_config, transforms
 from .data import _DECODE_ERRORS, SegmentationDataset, load_rgb
 from .errors import TaskError
-from .modeling import create_task_model, has_pretrained, is_folder_source, is_segmentation, label_names
+from .modeling import (check_model_name, create_task_model, has_pretrained, is_folder_source, is_segmentation,
+                       label_names)
 from .runs import atomic_write
 from .segmentation import input_size, mask_image, predict_mask
 
@@ -34,12 +35,10 @@ def load_for_inference(source: str | nn.Module) -> nn.Module:
     """A model ready for inference from a name with weights, an ``hf-hub:`` id, a hub-ready folder or a module."""
     if isinstance(source, nn.Module):
         return source.eval()
-    if not (source.startswith("hf-hub:") or is_folder_source(source)):
-        model = create_task_model(source, pretrained=None)
-        if not has_pretrained(source):
-            raise TaskError(f"{source} has no pretrained weights, so its predictions would be random; pass a "
-                            "tagged name with weights, an hf-hub: id or a folder written by finetune/segment")
-        return model.eval()
+    if not (source.startswith("hf-hub:") or is_folder_source(source) or has_pretrained(source)):
+        check_model_name(source)
+        raise TaskError(f"{source} has no pretrained weights, so its predictions would be random; pass a "
+                        "tagged name with weights, an hf-hub: id or a folder written by finetune/segment")
     return create_task_model(source).eval()
 
 
