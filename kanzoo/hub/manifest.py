@@ -31,29 +31,34 @@ def validate_entry(name: str, entry: Mapping[str, Any], converters: Any = None) 
     missing = [key for key in REQUIRED_FIELDS if key not in entry]
     if missing:
         return problems + [f"{name}: missing field(s) {missing}"]
-    checks = [
-        (isinstance(entry["hf_hub_id"], str) and _REPO_ID.match(entry["hf_hub_id"]), "hf_hub_id must be 'org/repo'"),
-        (isinstance(entry["revision"], str) and entry["revision"], "revision must be a non-empty string"),
-        (isinstance(entry["filename"], str) and entry["filename"], "filename must be a non-empty string"),
-        (isinstance(entry["verified"], bool), "verified must be true or false"),
-        (entry["sha256"] is None or (isinstance(entry["sha256"], str) and _SHA256.match(entry["sha256"])),
+    checks = [  # (field shown as "got", ok, message)
+        ("hf_hub_id", isinstance(entry["hf_hub_id"], str) and _REPO_ID.match(entry["hf_hub_id"]),
+         "hf_hub_id must be 'org/repo'"),
+        ("revision", isinstance(entry["revision"], str) and entry["revision"], "revision must be a non-empty string"),
+        ("filename", isinstance(entry["filename"], str) and entry["filename"], "filename must be a non-empty string"),
+        ("verified", isinstance(entry["verified"], bool), "verified must be true or false"),
+        ("sha256", entry["sha256"] is None or (isinstance(entry["sha256"], str) and _SHA256.match(entry["sha256"])),
          "sha256 must be null or 64 lower-case hex digits"),
-        (not (entry["sha256"] is None and entry.get("verified")), "verified=true needs a sha256"),
-        (not (entry["sha256"] is not None and entry.get("verified") is False),
+        ("sha256", not (entry["sha256"] is None and entry.get("verified")), "verified=true needs a sha256"),
+        ("verified", not (entry["sha256"] is not None and entry.get("verified") is False),
          "a recorded sha256 means the file was verified: set verified=true"),
-        (isinstance(entry["num_params"], int) and entry["num_params"] > 0, "num_params must be a positive int"),
-        (isinstance(entry["num_classes"], int) and entry["num_classes"] > 0, "num_classes must be a positive int"),
-        (isinstance(entry["input_size"], list) and len(entry["input_size"]) == 3
+        ("num_params", isinstance(entry["num_params"], int) and entry["num_params"] > 0,
+         "num_params must be a positive int"),
+        ("num_classes", isinstance(entry["num_classes"], int) and entry["num_classes"] > 0,
+         "num_classes must be a positive int"),
+        ("input_size", isinstance(entry["input_size"], list) and len(entry["input_size"]) == 3
          and all(isinstance(v, int) and v > 0 for v in entry["input_size"]), "input_size must be [C, H, W]"),
-        (entry["interpolation"] in _INTERPOLATIONS, f"interpolation must be one of {list(_INTERPOLATIONS)}"),
-        (_is_number(entry["crop_pct"]) and 0 < entry["crop_pct"] <= 1, "crop_pct must be in (0, 1]"),
-        (isinstance(entry["license"], str) and entry["license"], "license must be a non-empty string"),
-        (isinstance(entry["source"], str) and entry["source"], "source must say who trained it (paper or repo)"),
-        (entry["converter"] is None or (isinstance(entry["converter"], str)
-                                        and (converters is None or entry["converter"] in converters)),
+        ("interpolation", entry["interpolation"] in _INTERPOLATIONS,
+         f"interpolation must be one of {list(_INTERPOLATIONS)}"),
+        ("crop_pct", _is_number(entry["crop_pct"]) and 0 < entry["crop_pct"] <= 1, "crop_pct must be in (0, 1]"),
+        ("license", isinstance(entry["license"], str) and entry["license"], "license must be a non-empty string"),
+        ("source", isinstance(entry["source"], str) and entry["source"],
+         "source must say who trained it (paper or repo)"),
+        ("converter", entry["converter"] is None or (isinstance(entry["converter"], str)
+                                                     and (converters is None or entry["converter"] in converters)),
          f"converter must be null or one of {sorted(converters) if converters is not None else 'the converters'}"),
     ]
-    problems += [f"{name}: {message} (got {_describe(entry, message)})" for ok, message in checks if not ok]
+    problems += [f"{name}: {message} (got {entry[field]!r})" for field, ok, message in checks if not ok]
     channels = entry["input_size"][0] if isinstance(entry["input_size"], list) and entry["input_size"] else None
     for key in ("mean", "std"):
         value = entry[key]
@@ -66,11 +71,6 @@ def validate_entry(name: str, entry: Mapping[str, Any], converters: Any = None) 
     elif not any(_is_number(v) for k, v in metrics.items() if k not in ("dataset", "split")):
         problems.append(f"{name}: metrics has no numbers besides dataset and split")
     return problems
-
-
-def _describe(entry: Mapping[str, Any], message: str) -> str:
-    field = message.split()[0]
-    return repr(entry.get(field, "?"))
 
 
 def validate_manifest(data: Mapping[str, Any] | None = None, converters: Any = None) -> None:
