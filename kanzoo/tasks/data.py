@@ -165,12 +165,16 @@ def discover_classification(root: str | Path, val_split: float | None = None, se
     return data
 
 
-def discover_eval_images(root: str | Path) -> tuple[list[str], list[tuple[str, int]]]:
-    """Class names and samples for evaluation: ``root/val`` if present, else ``root``'s class folders."""
+def _eval_folder(root: str | Path) -> Path:
+    """The folder evaluation reads: ``root/val`` if present, else ``root``."""
     root = Path(root)
     _require_folder(root, "data folder")
-    folder = root / "val" if (root / "val").is_dir() else root
-    found = _class_folders(folder)
+    return root / "val" if (root / "val").is_dir() else root
+
+
+def discover_eval_images(root: str | Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names and samples for evaluation: ``root/val`` if present, else ``root``'s class folders."""
+    found = _class_folders(_eval_folder(root))
     classes = sorted(found)
     return classes, [(str(p), i) for i, name in enumerate(classes) for p in found[name]]
 
@@ -350,9 +354,7 @@ class ShardSampler(Sampler[int]):
 
 def discover_eval_pairs(root: str | Path, num_classes: int) -> SegmentationData:
     """Image/mask pairs for evaluation: ``root/val`` if present, else ``root`` (``images/`` + ``masks/``)."""
-    root = Path(root)
-    _require_folder(root, "data folder")
-    folder = root / "val" if (root / "val").is_dir() else root
+    folder = _eval_folder(root)
     skipped: list[Skipped] = []
     pairs, values = _scan_masks(_pairs(folder), skipped)
     if not pairs:
