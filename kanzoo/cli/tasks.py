@@ -10,6 +10,7 @@ import sys
 from typing import Any, Callable
 
 from kanzoo.tasks.errors import TaskError
+from kanzoo.tasks.export import FORMATS
 
 _MODEL_HELP = "registered name[.tag] (kanzoo list), hf-hub:org/repo, or a folder written by finetune/segment"
 
@@ -129,8 +130,9 @@ def _export(args: argparse.Namespace) -> int:
     from kanzoo.tasks import export_model
 
     report = export_model(args.model, args.out, format=args.format, img_size=args.img_size)
-    print(f"exported {args.model} as {report.format} to {report.path} (input N x {' x '.join(map(str, report.input_shape))}"
-          f", any N); checked against PyTorch: max abs difference {report.max_abs_diff:.2e}")
+    print(f"exported {args.model} as {report.format} to {report.path} (input N x "
+          f"{' x '.join(map(str, report.input_shape))}, any N); checked against PyTorch: max abs difference "
+          f"{report.max_abs_diff:.2e}")
     return 0
 
 
@@ -194,7 +196,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                               description="Export a model and check the exported file's output against PyTorch "
                               "(onnxruntime for ONNX). The batch dimension stays dynamic.")
     p.add_argument("model", help=_MODEL_HELP)
-    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program"), default="onnx")
+    p.add_argument("--format", choices=FORMATS, default="onnx")
     p.add_argument("--out", required=True, help="output file (.onnx, .pt, .pt2)")
     p.add_argument("--img-size", type=int, help="square input size (default: the model's cfg)")
     p.set_defaults(func=_export)
