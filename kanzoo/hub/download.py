@@ -43,6 +43,11 @@ def _how_to_fetch(what: str) -> str:
             f"create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file='/path/to/file'))")
 
 
+def _offline_error(location: str, what: str) -> WeightsUnavailableOfflineError:
+    return WeightsUnavailableOfflineError(f"{location} is not in the local cache and offline mode (HF_HUB_OFFLINE) "
+                                          f"is on: {_how_to_fetch(what)}")
+
+
 @contextlib.contextmanager
 def _hub_errors(repo_id: str, filename: str, revision: str, what: str) -> Iterator[None]:
     """Turn huggingface_hub's exceptions into kanzoo's one-line errors."""
@@ -61,15 +66,13 @@ def _hub_errors(repo_id: str, filename: str, revision: str, what: str) -> Iterat
         raise WeightsNotFoundError(f"revision {revision!r} not found in Hub repository {repo_id!r}") from None
     except errors.LocalEntryNotFoundError as err:
         if is_offline():
-            raise WeightsUnavailableOfflineError(f"{location} is not in the local cache and offline mode "
-                                                 f"(HF_HUB_OFFLINE) is on: {_how_to_fetch(what)}") from None
+            raise _offline_error(location, what) from None
         cause = err.__cause__ or err
         raise HubDownloadError(f"cannot download {location}: the Hub is unreachable "
                                f"({type(cause).__name__}: {_first_line(cause)}); check the connection or "
                                f"HF_ENDPOINT, or {_how_to_fetch(what)}") from None
     except errors.OfflineModeIsEnabled:
-        raise WeightsUnavailableOfflineError(f"{location} is not in the local cache and offline mode "
-                                             f"(HF_HUB_OFFLINE) is on: {_how_to_fetch(what)}") from None
+        raise _offline_error(location, what) from None
     except errors.RemoteEntryNotFoundError:
         raise WeightsNotFoundError(f"file {filename!r} not found in Hub repository {repo_id!r} "
                                    f"(revision {revision!r})") from None
