@@ -343,13 +343,19 @@ def run_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_layers_command(commands: argparse._SubParsersAction) -> None:
+    """Add the ``layers`` sub-command (its options, and ``func=run_layers``) to ``commands``."""
+    layers = commands.add_parser("layers", help="time the KAN convolution layers against nn.Conv2d and their limit",
+                                 description="Forward+backward time of every KAN convolution family against "
+                                 "nn.Conv2d and the expand+conv limit, and the memory each keeps for backward.")
+    add_layers_arguments(layers)
+    layers.set_defaults(func=run_layers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``python -m kanzoo.bench`` parser with its ``layers`` sub-command."""
     parser = argparse.ArgumentParser(prog="python -m kanzoo.bench", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    layers = commands.add_parser("layers", help="time and measure the KAN convolution layers")
-    add_layers_arguments(layers)
-    layers.set_defaults(func=run_layers)
+    add_layers_command(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     return parser
 
 
