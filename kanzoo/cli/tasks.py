@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from kanzoo.tasks.errors import TaskError
+from kanzoo.tasks import TaskError, evaluate, export_model, finetune, predict, quickstart, segment
 from kanzoo.tasks.export import FORMATS
 
 _MODEL_HELP = "registered name[.tag] (kanzoo list), hf-hub:org/repo, or a folder written by finetune/segment"
@@ -76,16 +76,12 @@ def _common_training(args: argparse.Namespace) -> dict[str, Any]:
 
 @_guarded
 def _finetune(args: argparse.Namespace) -> int:
-    from kanzoo.tasks import finetune
-
     finetune(args.model, args.data, args.out, freeze_backbone=args.freeze_backbone, **_common_training(args))
     return 0
 
 
 @_guarded
 def _segment(args: argparse.Namespace) -> int:
-    from kanzoo.tasks import segment
-
     names = args.class_names.split(",") if args.class_names else None
     segment(args.model, args.data, args.out, num_classes=args.num_classes, class_names=names,
             overlays=args.overlays, **_common_training(args))
@@ -94,8 +90,6 @@ def _segment(args: argparse.Namespace) -> int:
 
 @_guarded
 def _eval(args: argparse.Namespace) -> int:
-    from kanzoo.tasks import evaluate
-
     metrics = evaluate(args.model, args.data, batch_size=args.batch_size, img_size=args.img_size,
                        workers=args.workers, amp=args.amp, device=args.device, progress=args.progress)
     if args.json:
@@ -108,8 +102,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 @_guarded
 def _predict(args: argparse.Namespace) -> int:
-    from kanzoo.tasks import predict
-
     failed = 0
     for result in predict(args.model, args.images, top_k=args.top_k, out_dir=args.out, img_size=args.img_size,
                           device=args.device):
@@ -127,8 +119,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 @_guarded
 def _export(args: argparse.Namespace) -> int:
-    from kanzoo.tasks import export_model
-
     report = export_model(args.model, args.out, format=args.format, img_size=args.img_size)
     print(f"exported {args.model} as {report.format} to {report.path} (input N x "
           f"{' x '.join(map(str, report.input_shape))}, any N); checked against PyTorch: max abs difference "
@@ -138,8 +128,6 @@ def _export(args: argparse.Namespace) -> int:
 
 @_guarded
 def _quickstart(args: argparse.Namespace) -> int:
-    from kanzoo.tasks import quickstart
-
     report = quickstart(args.out, epochs=args.epochs, overwrite=args.overwrite, seed=args.seed,
                         progress=args.progress)
     print(f"\nquick start done in {report.seconds:.0f} s: the reloaded model classifies {report.top1:.1%} of "
