@@ -287,19 +287,23 @@ class KANConvBase(nn.Module):
     def to_conv_layout(self, expanded: torch.Tensor) -> torch.Tensor:
         """``(N, C, K + 1, *spatial)`` -> the convolution's ``(N, C * (K + 1), *spatial)`` (plus any extra zero pad)."""
         expanded = expanded.flatten(1, 2)
-        if self.padding_mode == "zeros" and self._pad_before != self._pad_after:
-            expanded = F.pad(expanded, _pad_arg((0,) * self.ndim, self._extra_zero_pad()))
+        extra = self._extra_zero_pad()
+        if extra is not None:
+            expanded = F.pad(expanded, _pad_arg((0,) * self.ndim, extra))
         return expanded
 
     def _grad_to_bases(self, grad_expanded: torch.Tensor) -> torch.Tensor:
         """Inverse of ``to_conv_layout`` for a gradient: ``(N, C, K + 1, *spatial)``."""
-        if self.padding_mode == "zeros" and self._pad_before != self._pad_after:
-            crop = tuple(slice(0, size - extra) for size, extra in
-                         zip(grad_expanded.shape[2:], self._extra_zero_pad()))
+        extra = self._extra_zero_pad()
+        if extra is not None:
+            crop = tuple(slice(0, size - e) for size, e in zip(grad_expanded.shape[2:], extra))
             grad_expanded = grad_expanded[(slice(None), slice(None), *crop)]
         return grad_expanded.unflatten(1, (self.in_channels, self.expansion))
 
-    def _extra_zero_pad(self) -> tuple[int, ...]:
+    def _extra_zero_pad(self) -> tuple[int, ...] | None:
+        """Zeros added after the end of each dimension for uneven zero padding (the convolution pads the rest)."""
+        if self.padding_mode != "zeros" or self._pad_before == self._pad_after:
+            return None
         return tuple(a - b for a, b in zip(self._pad_after, self._pad_before))
 
     def _conv_spec(self, device: torch.device | None = None) -> ConvSpec:
