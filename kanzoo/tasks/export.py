@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from timm.data import resolve_data_config
 from torch import nn
 
 from .errors import TaskError
 from .modeling import create_task_model, is_segmentation
 from .runs import atomic_write
+from .segmentation import input_size
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -32,12 +34,8 @@ class ExportReport:
 
 def example_input(model: nn.Module, img_size: int | None = None, batch_size: int = 2) -> torch.Tensor:
     """A random input of the model's preprocessing size (or ``img_size``)."""
-    from timm.data import resolve_data_config
-
     channels, height, width = resolve_data_config(model=model)["input_size"]
     if is_segmentation(model):
-        from .segmentation import input_size
-
         height, width = input_size(model, img_size)
     elif img_size is not None:
         height = width = img_size
