@@ -21,8 +21,9 @@ class ConvSpec:
     """The hyper-parameters of the single grouped convolution of a KAN layer.
 
     With ``sum_bases = K + 1`` (depthwise layers: one input channel per group), the same convolution
-    runs as a depthwise convolution over all expanded channels followed by a sum over each channel's
-    ``K + 1`` responses, which CPU backends run several times faster than the equivalent grouped one.
+    runs on a contiguous expansion as a depthwise convolution over all expanded channels followed by
+    a sum over each channel's ``K + 1`` responses, which CPU backends run several times faster than
+    the equivalent grouped one.
     """
 
     __slots__ = ("ndim", "stride", "padding", "dilation", "groups", "sum_bases")
@@ -39,12 +40,17 @@ class ConvSpec:
     def conv(self, expanded: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Run the convolution (autocast-aware, like ``F.conv2d``)."""
         conv = _CONV_FNS[self.ndim]
-        if not self.sum_bases:
+        if not self._sums_bases(expanded):
             return conv(expanded, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         y = conv(expanded, self._depthwise_weight(weight), None, self.stride, self.padding, self.dilation,
                  expanded.shape[1])
         y = y.unflatten(1, (self.groups, self.sum_bases, -1)).sum(2).flatten(1, 2)
         return y if bias is None else y + bias.to(y.dtype).view(1, -1, *([1] * self.ndim))
+
+    def _sums_bases(self, expanded: torch.Tensor) -> bool:
+        """Whether to run as depthwise conv + sum: only for an NCHW-contiguous expansion (the grouped
+        convolution is the faster one on a channels-last expansion)."""
+        return bool(self.sum_bases) and expanded.is_contiguous()
 
     def _depthwise_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """``(C * m, K + 1, *k)`` -> depthwise ``(C * (K + 1) * m, 1, *k)`` with channel ``(c * (K + 1) + k) * m + j``."""
@@ -55,7 +61,7 @@ class ConvSpec:
     def backward(self, grad_out: torch.Tensor, expanded: torch.Tensor, weight: torch.Tensor,
                  mask: Sequence[bool]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """Gradients of ``conv`` for (expanded, weight, bias) where ``mask`` asks for them."""
-        if not self.sum_bases:
+        if not self._sums_bases(expanded):
             bias_sizes = [weight.shape[0]] if mask[2] else None
             return torch.ops.aten.convolution_backward(
                 grad_out, expanded, weight, bias_sizes, self.stride, self.padding, self.dilation, False,

@@ -183,16 +183,17 @@ class KANConvBase(nn.Module):
         On the CPU the work runs in blocks of samples small enough to stay in cache.
         """
         out = self.empty_expansion(xp, dtype or xp.dtype)
+        layout = self._block_layout(xp)
         kept: list[torch.Tensor] = []
         for block in self._batch_blocks(xp):
-            x = xp[block]
+            x = xp[block].contiguous(memory_format=layout)
             squashed = self.squash(x)
             base, sig = self._base(x, None)
             self._assemble(base, self.basis_from(x, squashed, *params), out=out[block])
             if keep:
                 parts = (*squashed, sig) if sig is not None else squashed
                 if not kept:
-                    kept = [torch.empty_like(xp, dtype=part.dtype) for part in parts]
+                    kept = [torch.empty_like(xp, dtype=part.dtype, memory_format=layout) for part in parts]
                 for full, part in zip(kept, parts):
                     full[block] = part
         return out, tuple(kept)
@@ -209,8 +210,9 @@ class KANConvBase(nn.Module):
             xp, dtype=torch.promote_types(xp.dtype, grad_bases.dtype))
         grad_params: list[torch.Tensor | None] = [None] * len(params)
         offset = 0 if self.base_activation is None else 1
+        layout = self._block_layout(xp)
         for block in self._batch_blocks(xp):
-            x = xp[block]
+            x = xp[block].contiguous(memory_format=layout)
             squashed = tuple(k[block] for k in squashed_kept)
             base, sig = self._base(x, kept[-1][block] if silu_base else None)
             if grad_bases is None:
@@ -232,8 +234,29 @@ class KANConvBase(nn.Module):
         return (grad_x, *grad_params)
 
     def empty_expansion(self, xp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised ``(N, C, K + 1, *spatial)`` tensor for the expansion of ``xp``."""
+        """An uninitialised ``(N, C, K + 1, *spatial)`` tensor for the expansion of ``xp``.
+
+        Where the convolution runs faster on channels-last input (see ``_channels_last_conv``), its
+        memory holds ``(N, *spatial, C, K + 1)``, so that ``to_conv_layout`` gives a channels-last tensor.
+        """
+        if self._channels_last_conv(xp.device):
+            nd = self.ndim
+            return xp.new_empty(xp.shape[0], *xp.shape[2:], self.in_channels, self.expansion,
+                                dtype=dtype).permute(0, nd + 1, nd + 2, *range(1, nd + 1))
         return xp.new_empty(xp.shape[0], self.in_channels, self.expansion, *xp.shape[2:], dtype=dtype)
+
+    def _block_layout(self, xp: torch.Tensor) -> torch.memory_format:
+        """Memory format in which the blocks of ``xp`` are expanded (the expansion's own layout)."""
+        return torch.channels_last if self._channels_last_conv(xp.device) else torch.contiguous_format
+
+    def _channels_last_conv(self, device: torch.device) -> bool:
+        """Whether the convolution reads a channels-last expansion: 2d on the CPU with ``K + 1 >= 8``.
+
+        There the CPU's channels-last convolutions (forward, input and weight gradient) run 1.5-3x
+        faster than on the NCHW expansion, which repays building the expansion in that layout; with
+        fewer bases they gain too little for it.
+        """
+        return self.ndim == 2 and self.expansion >= 8 and device.type == "cpu"
 
     def _base(self, x: torch.Tensor, sig: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The base branch of ``x`` and, for SiLU, the sigmoid it was made from (given or computed)."""
@@ -320,6 +343,8 @@ class KANConvBase(nn.Module):
         x = self.dropout(x)
         y = expand_then_conv(self, self._conv_spec(x.device), x, self.weight, self.bias,
                              self.basis_parameters(), recompute=self.recompute)
+        if self._channels_last_conv(x.device) and not x.is_contiguous(memory_format=torch.channels_last):
+            y = y.contiguous()  # a channels-last expansion gives a channels-last output
         y = self.act(self.norm(y))
         return y.squeeze(0) if unbatched else y
 
@@ -490,16 +515,22 @@ class _KANConv(_GridConv):
             derivatives = [(padded[q + 1] - padded[q]) * (mask[q] / h) for q in range(p + 1)]
         return [piece * m for piece, m in zip(pieces, mask)], index, derivatives
 
+    def _zero_bases(self, x: torch.Tensor) -> torch.Tensor:
+        """Zeros ``(N, C, K, *spatial)`` laid out like ``x`` (bases innermost when ``x`` is channels-last)."""
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return x.new_zeros(x.shape[0], *x.shape[2:], x.shape[1], self.num_bases).permute(0, 3, 4, 1, 2)
+        return x.new_zeros(*x.shape[:2], self.num_bases, *x.shape[2:])
+
     def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> torch.Tensor:
         pieces, index, _ = self._pieces(x, with_derivative=False)
-        bases = x.new_zeros(*x.shape[:2], self.num_bases, *x.shape[2:])
+        bases = self._zero_bases(x)
         for piece, k in zip(pieces, index):
-            bases = bases.scatter_add(2, k, piece.unsqueeze(2))
+            bases.scatter_add_(2, k, piece.unsqueeze(2))
         return bases
 
     def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
         pieces, index, derivatives = self._pieces(x, with_derivative=True)
-        bases = x.new_zeros(*x.shape[:2], self.num_bases, *x.shape[2:])
+        bases = self._zero_bases(x)
         for piece, k in zip(pieces, index):
             bases.scatter_add_(2, k, piece.unsqueeze(2))
 
