@@ -294,3 +294,14 @@ def weights_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return path
 
     return write
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny shapes gain nothing from intra-op threads, which only add latency on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -40,13 +40,7 @@ SIZES = {1: (9,), 2: (6, 7), 3: (4, 5, 6)}
 GOLDENS = Path(__file__).parent / "data" / "tck_goldens.safetensors"
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny shapes gain nothing from intra-op threads, which only add latency on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def per_dim(value, nd: int):

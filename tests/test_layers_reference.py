@@ -266,13 +266,7 @@ IN_CHANNELS = {1: 4, 2: 4, 3: 2}
 INPUT_SIZES = {1: (9,), 2: (5, 6), 3: (3, 4, 5)}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny shapes gain nothing from intra-op threads, which only add latency on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _per_dim(value, nd: int):

@@ -159,16 +159,23 @@ def test_resume_continues_a_finished_run_with_more_epochs(cls_data, tmp_path):
         finetune("reskanet_18", cls_data, out, resume=True, **dict(args, epochs=3, img_size=64))
 
 
-def test_two_process_ddp_run_completes_and_writes_once(cls_data, tmp_path):
-    out = tmp_path / "ddp"
+def _torchrun_two_processes(*kanzoo_args: str) -> subprocess.CompletedProcess:
+    """Run ``kanzoo ARGS`` under torchrun with 2 CPU processes; fail with its stderr if it fails."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kanzoo",
-           "finetune", "--model", "reskanet_18", "--data", str(cls_data), "--out", str(out), "--epochs", "1",
-           "--batch-size", "4", "--img-size", "32", "--workers", "0", "--no-progress", "--model-arg", "width=0.125"]
+           *kanzoo_args, "--epochs", "1", "--img-size", "32", "--workers", "0", "--no-progress",
+           "--model-arg", "width=0.125"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 process(es)" in done.stdout
-    assert done.stdout.count("epoch 1:") == 1 and done.stdout.count("best val_top1") == 1
+    assert "2 process(es)" in done.stdout and done.stdout.count("epoch 1:") == 1
+    return done
+
+
+def test_two_process_ddp_run_completes_and_writes_once(cls_data, tmp_path):
+    out = tmp_path / "ddp"
+    done = _torchrun_two_processes("finetune", "--model", "reskanet_18", "--data", str(cls_data), "--out", str(out),
+                                   "--batch-size", "4")
+    assert done.stdout.count("best val_top1") == 1
     rows = _metrics(out)
     assert len(rows) == 1 and int(rows[0]["skipped_images"]) == 2
     assert sorted(p.name for p in out.iterdir()) == ["best", "curves.png", "last.pt", "metrics.csv"]
@@ -177,14 +184,9 @@ def test_two_process_ddp_run_completes_and_writes_once(cls_data, tmp_path):
 def test_two_process_ddp_segmentation_completes_and_writes_once(tmp_path):
     data = make_segmentation_folder(tmp_path / "data", train=8, val=4, size=32, num_classes=2, seed=0)
     out = tmp_path / "ddp-seg"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kanzoo",
-           "segment", "--model", "ukanet_18", "--data", str(data), "--out", str(out), "--epochs", "1",
-           "--batch-size", "2", "--img-size", "32", "--workers", "0", "--no-progress", "--model-arg", "width=0.125"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 process(es)" in done.stdout
-    assert done.stdout.count("epoch 1:") == 1 and done.stdout.count("best val_miou") == 1
+    done = _torchrun_two_processes("segment", "--model", "ukanet_18", "--data", str(data), "--out", str(out),
+                                   "--batch-size", "2")
+    assert done.stdout.count("best val_miou") == 1
     rows = _metrics(out)
     assert len(rows) == 1 and 0.0 <= float(rows[0]["val_miou"]) <= 1.0
     assert {"best", "metrics.csv", "last.pt"} <= {p.name for p in out.iterdir()}
