@@ -126,3 +126,12 @@ def test_conv_families_groups_layouts_and_channels():
 def test_bad_layouts_are_named(cfg, words):
     with pytest.raises(ValueError, match=words):
         VGGKAN(cfg=cfg)
+
+
+def test_negative_num_classes_is_refused():
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        kanzoo.create_model("vggkan_11", cfg=[4, "M", 8], width_multiplier=1, num_classes=-1)
+    model = kanzoo.create_model("vggkan_11", cfg=[4, "M", 8], width_multiplier=1, num_classes=3)
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        model.reset_classifier(-2)
+    assert model.num_classes == 3 and model.get_classifier().out_features == 3

@@ -162,6 +162,8 @@ class VGGKAN(nn.Module):
         return ("features.0",)
 
     def _build_head(self, num_classes: int, global_pool: str) -> None:
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         in_features = self.num_features * self.global_pool.feat_mult()
         fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -184,8 +186,8 @@ class VGGKAN(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head with a fresh one for ``num_classes`` (0: no classifier)."""
-        self.num_classes = num_classes
         self._build_head(num_classes, self.global_pool.pool_type if global_pool is None else global_pool)
+        self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map ``(N, num_features, H / 2^pools, W / 2^pools)``."""
