@@ -16,6 +16,13 @@ from kanzoo.layers.registry import BOTTLENECK_PREFIX
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+
+def classifier_cfg(first_conv: str, **kwargs: Any) -> dict[str, Any]:
+    """The ImageNet-1k pretrained cfg shared by the ResKANet and DenseKANet classifiers."""
+    return dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD, first_conv=first_conv,
+                classifier="head.fc", license="apache-2.0", **kwargs)
+
 GroupsSpec = int | str
 # constructor arguments the architecture decides for every conv; a user cannot override them per model
 _STRUCTURAL_ARGS = frozenset({

@@ -18,7 +18,7 @@ import torch.utils.checkpoint
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
-from kanzoo.models._blocks import (IMAGENET_MEAN, IMAGENET_STD, GroupsSpec, KANClassifierMixin, KANConvFactory,
+from kanzoo.models._blocks import (GroupsSpec, KANClassifierMixin, KANConvFactory, classifier_cfg,
                                    make_factory, make_head, scale_channels)
 from kanzoo.models._builder import build_kan_model
 from kanzoo.models._pretrained import pretrained_cfgs
@@ -130,9 +130,7 @@ def _create_densekanet(variant: str, pretrained: bool, **kwargs: Any) -> DenseKA
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-                interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD, first_conv="features.conv0",
-                classifier="head.fc", license="apache-2.0", **kwargs)
+    return classifier_cfg("features.conv0", **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
