@@ -3,6 +3,10 @@
 huggingface_hub reads HF_ENDPOINT, HF_HOME and friends once, when it is imported, so this module
 binds a Hub-compatible HTTP server on 127.0.0.1, points the environment at it and at a temporary
 HF_HOME, and disables Xet and telemetry, all before any test module imports kanzoo or the client.
+
+The fused CPU kernels are off for the suite (and the processes it starts): compiling them for every
+shape and family the model and task tests use would cost minutes. ``tests/test_kernels.py`` turns
+them on and checks them against the eager path, which every other test covers.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+os.environ["KANZOO_FUSED_KERNELS"] = "0"
 
 if "huggingface_hub" in sys.modules:  # pragma: no cover - only if a plugin imported it before us
     raise RuntimeError("huggingface_hub was imported before tests/conftest.py could point it at the local Hub")
@@ -305,3 +311,13 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _eager_expansion():
+    """Keep the fused CPU kernels off unless a test turns them on (``fused_kernels`` fixture)."""
+    from kanzoo.layers import kernels
+
+    kernels.set_fused_kernels(False)
+    yield
+    kernels.set_fused_kernels(False)

@@ -88,8 +88,8 @@ class Expander(Protocol):
     ``expand_prepared(xp, *params)`` returns the expanded tensor the convolution reads (autograd-aware);
     ``expand_prepared_keep(xp, *params, dtype=...)`` returns the expansion before ``to_conv_layout``
     with a few input-sized tensors to keep for backward; ``expand_prepared_vjp(xp, kept, params, out,
-    grad_expanded)`` rebuilds that expansion into ``out`` and maps the gradient of the convolution's
-    input to the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says that ``prepare`` does
+    grad_expanded)`` rebuilds that expansion (into ``out``, or as a new tensor of its layout) and maps
+    the gradient of the convolution's input to the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says that ``prepare`` does
     not pad (its gradient is the identity, and the prepared tensor may be saved instead of the input).
     """
 
@@ -104,7 +104,7 @@ class Expander(Protocol):
 
     def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
                             out: torch.Tensor, grad_expanded: torch.Tensor | None
-                            ) -> tuple[torch.Tensor | None, ...] | None: ...
+                            ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...] | None]: ...
 
     def empty_expansion(self, xp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor: ...
 
@@ -164,12 +164,15 @@ class _RecomputedExpandConv(torch.autograd.Function):
             compute_dtype = grad_out.dtype
             weight_c = weight.to(compute_dtype)
             expanded = expander.empty_expansion(xp, compute_dtype)
+            if expanded.dim() == 5 and expander.to_conv_layout(expanded).is_contiguous(memory_format=torch.channels_last):
+                # one copy here instead of one inside each of the two convolution backward calls
+                grad_out = grad_out.contiguous(memory_format=torch.channels_last)
             grad_expanded = None
             if need_expanded:
                 # the input gradient of a convolution reads only the input's shape and layout, not its values
                 grad_expanded = spec.backward(grad_out, expander.to_conv_layout(expanded), weight_c,
                                               (True, False, False))[0]
-            grads = expander.expand_prepared_vjp(xp.detach(), kept, params, expanded, grad_expanded)
+            expanded, grads = expander.expand_prepared_vjp(xp.detach(), kept, params, expanded, grad_expanded)
             del grad_expanded
             if need_w or (need_b and ctx.has_bias):
                 _, grad_weight, grad_bias = spec.backward(grad_out, expander.to_conv_layout(expanded), weight_c,

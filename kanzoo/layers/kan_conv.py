@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .fused import ConvSpec, expand_then_conv
 from .helpers import PADDING_MODES, ActSpec, NormSpec, create_act, create_norm, ntuple, resolve_padding
 
@@ -49,8 +50,6 @@ class KANConvBase(nn.Module):
 
     ndim: int = 2
     family: str = ""
-    # whether ``basis_from`` returns bases in the memory layout of its input (pointwise ops do)
-    bases_keep_layout: bool = True
 
     def __init__(
         self,
@@ -163,9 +162,12 @@ class KANConvBase(nn.Module):
         return not (self.padding_mode != "zeros" and any(self._pad_before + self._pad_after))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad ``x`` for non-zero padding modes; contiguous ``(N, C, *spatial)``."""
+        """Pad ``x`` for non-zero padding modes; contiguous ``(N, C, *spatial)``, channels-last where the
+        fused kernels write a channels-last expansion (they read it several times faster)."""
         if not self.prepare_is_relayout:
             x = F.pad(x, _pad_arg(self._pad_before, self._pad_after), mode=self.padding_mode)
+        if kernels.applies(self, x) and self._channels_last_conv(x):
+            return x.contiguous(memory_format=torch.channels_last)
         return x.contiguous()
 
     def expand_prepared(self, xp: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
@@ -180,11 +182,17 @@ class KANConvBase(nn.Module):
                              dtype: torch.dtype | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """The expansion ``(N, C, K + 1, *spatial)`` of ``xp`` (no autograd) and what backward keeps.
 
-        Kept are ``squash(xp)`` and, for a SiLU base branch, ``sigmoid(xp)``: with the input itself at
-        most three tensors of the input's size, and they spare backward its transcendental functions.
-        On the CPU the work runs in blocks of samples small enough to stay in cache.
+        With the fused CPU kernels (see ``kernels``) nothing but ``xp`` is needed in backward.
+        Otherwise kept are ``squash(xp)`` and, for a SiLU base branch, ``sigmoid(xp)``: with the input
+        itself at most three tensors of the input's size, and they spare backward its transcendental
+        functions; on the CPU the eager work runs in blocks of samples small enough to stay in cache.
         """
-        out = self.empty_expansion(xp, dtype or xp.dtype)
+        dtype = dtype or xp.dtype
+        if kernels.applies(self, xp):
+            expanded = kernels.expand(self, xp, params, dtype, self._channels_last_conv(xp))
+            if expanded is not None:
+                return expanded, ()
+        out = self.empty_expansion(xp, dtype)
         layout = self._block_layout(xp)
         kept: list[torch.Tensor] = []
         for block in self._batch_blocks(xp):
@@ -202,38 +210,63 @@ class KANConvBase(nn.Module):
 
     def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
                             out: torch.Tensor, grad_expanded: torch.Tensor | None
-                            ) -> tuple[torch.Tensor | None, ...] | None:
-        """Rebuild the expansion of ``xp`` into ``out`` from what ``expand_prepared_keep`` kept and, given the
-        expansion's gradient, return ``(grad_xp, *grad_params)``, in one blocked pass."""
-        silu_base = type(self.base_activation) is nn.SiLU
-        squashed_kept = kept[:len(kept) - silu_base]
+                            ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...] | None]:
+        """Rebuild the expansion of ``xp`` and, given the expansion's gradient, map it to ``(grad_xp, *grad_params)``.
+
+        Returns the rebuilt expansion (``out``, or a new tensor of its layout from the fused kernels)
+        and the gradients (None without ``grad_expanded``). ``kept`` is what ``expand_prepared_keep``
+        kept (empty: recomputed here).
+        """
         grad_bases = None if grad_expanded is None else self._grad_to_bases(grad_expanded)
+        if kernels.applies(self, xp):
+            channels_last = self._channels_last_conv(xp)
+            if grad_bases is None:
+                expanded = kernels.expand(self, xp, params, out.dtype, channels_last)
+                if expanded is not None:
+                    return expanded, None
+            else:
+                fused = kernels.expand_vjp(self, xp, grad_bases, params, out.dtype, channels_last)
+                if fused is not None:
+                    return fused[0], tuple(fused[1:])
+        silu_base = type(self.base_activation) is nn.SiLU and bool(kept)
+        squashed_kept = kept[:len(kept) - silu_base]
         grad_x = None if grad_bases is None else torch.empty_like(
             xp, dtype=torch.promote_types(xp.dtype, grad_bases.dtype))
         grad_params: list[torch.Tensor | None] = [None] * len(params)
-        offset = 0 if self.base_activation is None else 1
         layout = self._block_layout(xp)
         for block in self._batch_blocks(xp):
             x = xp[block].contiguous(memory_format=layout)
-            squashed = tuple(k[block] for k in squashed_kept)
-            base, sig = self._base(x, kept[-1][block] if silu_base else None)
+            squashed = tuple(k[block] for k in squashed_kept) if kept else self.squash(x)
+            sig = kept[-1][block] if silu_base else None
             if grad_bases is None:
+                base, _ = self._base(x, sig)
                 self._assemble(base, self.basis_from(x, squashed, *params), out=out[block])
                 continue
-            bases, basis_vjp = self.basis_vjp(x, squashed, *params)
+            base, bases, grad_x[block], *block_grad_params = self.expansion_vjp(x, squashed, sig, params,
+                                                                                grad_bases[block])
             self._assemble(base, bases, out=out[block])
-            grad = grad_bases[block]
-            block_grad_x, *block_grad_params = basis_vjp(grad[:, :, offset:])
-            if sig is not None:
-                block_grad_x.addcmul_(grad[:, :, 0], _silu_derivative(sig, base))
-            elif self.base_activation is not None:
-                block_grad_x.add_(_activation_vjp(self.base_activation, x)[1](grad[:, :, 0]))
-            grad_x[block] = block_grad_x
             grad_params = [g if total is None else (total if g is None else total + g)
                            for total, g in zip(grad_params, block_grad_params)]
         if grad_x is None:
-            return None
-        return (grad_x, *grad_params)
+            return out, None
+        return out, (grad_x, *grad_params)
+
+    def expansion_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], sig: torch.Tensor | None,
+                      params: Sequence[torch.Tensor], grad: torch.Tensor
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | list[torch.Tensor], torch.Tensor | None, ...]:
+        """The base response and bases of ``x`` (as ``_assemble`` takes them) and the gradients
+        ``(grad_x, *grad_params)`` for the expansion's gradient ``grad`` ``(N, C, K + 1, *spatial)``.
+
+        ``squashed`` is ``squash(x)`` and ``sig`` the SiLU base branch's ``sigmoid(x)`` (None: computed).
+        """
+        base, sig = self._base(x, sig)
+        bases, basis_vjp = self.basis_vjp(x, squashed, *params)
+        grad_x, *grad_params = basis_vjp(grad[:, :, 0 if base is None else 1:])
+        if sig is not None:
+            grad_x = grad_x.addcmul_(grad[:, :, 0], _silu_derivative(sig, base))
+        elif base is not None:
+            grad_x = grad_x.add_(_activation_vjp(self.base_activation, x)[1](grad[:, :, 0]))
+        return (base, bases, grad_x, *grad_params)
 
     def empty_expansion(self, xp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised ``(N, C, K + 1, *spatial)`` tensor for the expansion of ``xp``.
@@ -241,7 +274,7 @@ class KANConvBase(nn.Module):
         Where the convolution runs faster on channels-last input (see ``_channels_last_conv``), its
         memory holds ``(N, *spatial, C, K + 1)``, so that ``to_conv_layout`` gives a channels-last tensor.
         """
-        if self._channels_last_conv(xp.device):
+        if self._channels_last_conv(xp):
             nd = self.ndim
             return xp.new_empty(xp.shape[0], *xp.shape[2:], self.in_channels, self.expansion,
                                 dtype=dtype).permute(0, nd + 1, nd + 2, *range(1, nd + 1))
@@ -249,18 +282,23 @@ class KANConvBase(nn.Module):
 
     def _block_layout(self, xp: torch.Tensor) -> torch.memory_format:
         """Memory format in which the blocks of ``xp`` are expanded (the expansion's own layout)."""
-        return torch.channels_last if self._channels_last_conv(xp.device) else torch.contiguous_format
+        return torch.channels_last if self._channels_last_conv(xp) else torch.contiguous_format
 
-    def _channels_last_conv(self, device: torch.device) -> bool:
-        """Whether the convolution reads a channels-last expansion: 2d on the CPU, ``K + 1 >= 8`` or depthwise.
+    def _channels_last_conv(self, x: torch.Tensor) -> bool:
+        """Whether the convolution reads a channels-last expansion of ``x`` (2d on the CPU only).
 
-        There the CPU's channels-last grouped convolutions (forward, input and weight gradient) run
-        1.5-3x faster than on the NCHW expansion (depthwise: than depthwise conv + sum), which repays
-        building the expansion in that layout; with fewer bases and groups they gain too little for it.
-        Only families whose bases keep the layout of ``x`` (``bases_keep_layout``) take this path.
+        The CPU's channels-last grouped convolutions (forward, input and weight gradient) run
+        1.2-2.5x faster than on the NCHW expansion for ``K + 1 >= 8`` or ``groups=1``; with fewer
+        bases on grouped and depthwise layers, the NCHW grouped convolution and depthwise conv + sum
+        are as fast and spare the input, output and gradient their relayout. In eager mode, where
+        building a channels-last expansion costs more, that layout is taken for ``K + 1 >= 8`` and
+        depthwise layers (the eager depthwise conv + sum is erratic).
         """
-        return (self.bases_keep_layout and self.ndim == 2 and device.type == "cpu"
-                and (self.expansion >= 8 or self.groups == self.in_channels > 1))
+        if self.ndim != 2 or x.device.type != "cpu":
+            return False
+        if kernels.applies(self, x):
+            return self.expansion >= 8 or self.groups == 1
+        return self.expansion >= 8 or self.groups == self.in_channels > 1
 
     def _base(self, x: torch.Tensor, sig: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The base branch of ``x`` and, for SiLU, the sigmoid it was made from (given or computed)."""
@@ -347,7 +385,7 @@ class KANConvBase(nn.Module):
         x = self.dropout(x)
         y = expand_then_conv(self, self._conv_spec(x.device), x, self.weight, self.bias,
                              self.basis_parameters(), recompute=self.recompute)
-        if self._channels_last_conv(x.device) and not x.is_contiguous(memory_format=torch.channels_last):
+        if self._channels_last_conv(x) and not x.is_contiguous(memory_format=torch.channels_last):
             y = y.contiguous()  # a channels-last expansion gives a channels-last output
         y = self.act(self.norm(y))
         return y.squeeze(0) if unbatched else y
@@ -525,7 +563,25 @@ class _KANConv(_GridConv):
             return x.new_zeros(x.shape[0], *x.shape[2:], x.shape[1], self.num_bases).permute(0, 3, 4, 1, 2)
         return x.new_zeros(*x.shape[:2], self.num_bases, *x.shape[2:])
 
-    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _cox_de_boor(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every basis ``B_k`` of ``x`` and every spline of order ``p - 1`` by the Cox-de Boor recursion over
+        the whole grid: pointwise arithmetic only, which a compiler fuses into one loop (used when compiling).
+
+        In grid units ``t = (x - g_0) / h``: ``B^0_k = [k <= t < k + 1]`` and
+        ``B^r_k = ((t - k) B^(r-1)_k + (k + r + 1 - t) B^(r-1)_(k+1)) / r``.
+        """
+        p = self.spline_order
+        t = (x - self.grid[0].to(x.dtype)) * (1 / self.cell_width)  # multiplications: vector division is slow
+        level = [((t >= k) & (t < k + 1)).to(x.dtype) for k in range(self.num_bases + p)]
+        lower = level
+        for r in range(1, p + 1):
+            lower = level
+            level = [((t - k) * lower[k] + (k + r + 1 - t) * lower[k + 1]) * (1 / r) for k in range(len(lower) - 1)]
+        return level, lower
+
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]) -> torch.Tensor | list[torch.Tensor]:
+        if torch.compiler.is_compiling():
+            return self._cox_de_boor(x)[0]
         pieces, index, _ = self._pieces(x, with_derivative=False)
         bases = self._zero_bases(x)
         for piece, k in zip(pieces, index):
@@ -533,6 +589,13 @@ class _KANConv(_GridConv):
         return bases
 
     def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...]):
+        if torch.compiler.is_compiling():
+            bases, lower = self._cox_de_boor(x)
+            if self.spline_order == 0:
+                return bases, lambda grad: (torch.zeros_like(x),)
+            # d B^p_k / dx = (B^(p-1)_k - B^(p-1)_(k+1)) / h
+            slopes = [lower[k] - lower[k + 1] for k in range(len(bases))]
+            return bases, lambda grad: (_contract(grad, slopes).mul_(1 / self.cell_width),)
         pieces, index, derivatives = self._pieces(x, with_derivative=True)
         bases = self._zero_bases(x)
         for piece, k in zip(pieces, index):
@@ -785,7 +848,6 @@ class _WavKANConv(KANConvBase):
     """
 
     family = "wavkan"
-    bases_keep_layout = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
                  stride: int | Sequence[int] = 1, padding: str | int | Sequence[int] = 0,
@@ -818,45 +880,52 @@ class _WavKANConv(KANConvBase):
     def basis_parameters(self) -> tuple[torch.Tensor, ...]:
         return (self.shift, self.scale)
 
-    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], shift: torch.Tensor,
-                   scale: torch.Tensor) -> torch.Tensor:
-        z = (x.unsqueeze(2) - self._per_channel(shift, x)) / self._per_channel(scale, x)
+    def _scaled(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per wavelet ``k``: ``z_k = (x - shift[:, k]) / scale[:, k]`` and ``1 / scale[:, k]`` shaped to
+        broadcast against ``x`` (one pointwise pass per wavelet, like the other families' bases)."""
+        shape = (1, -1, *([1] * self.ndim))
+        inv_scale = (1 / scale).to(x.dtype)
+        shift = shift.to(x.dtype)
+        inv = [inv_scale[:, k].view(shape) for k in range(self.num_wavelets)]
+        return [(x - shift[:, k].view(shape)) * inv[k] for k in range(self.num_wavelets)], inv
+
+    def _wavelet(self, z: torch.Tensor, with_slope: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The mother wavelet at ``z`` and, if asked, its derivative."""
         envelope = torch.exp(-0.5 * z.square())
         if self.wavelet == "mexican_hat":
-            return _MEXICAN_HAT * (1 - z.square()) * envelope
-        if self.wavelet == "morlet":
-            return torch.cos(5.0 * z) * envelope
-        return -z * envelope
+            value = _MEXICAN_HAT * (1 - z.square()) * envelope
+            slope = _MEXICAN_HAT * z * (z.square() - 3) * envelope if with_slope else None
+        elif self.wavelet == "morlet":
+            angle = 5.0 * z
+            value = torch.cos(angle) * envelope
+            slope = -(5.0 * torch.sin(angle) + z * torch.cos(angle)) * envelope if with_slope else None
+        else:
+            value = -z * envelope
+            slope = (z.square() - 1) * envelope if with_slope else None
+        return value, slope
+
+    def basis_from(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], shift: torch.Tensor,
+                   scale: torch.Tensor) -> list[torch.Tensor]:
+        return [self._wavelet(z, with_slope=False)[0] for z in self._scaled(x, shift, scale)[0]]
 
     def basis_vjp(self, x: torch.Tensor, squashed: tuple[torch.Tensor, ...], shift: torch.Tensor,
                   scale: torch.Tensor):
-        inv_scale = 1 / self._per_channel(scale, x)
-        z = (x.unsqueeze(2) - self._per_channel(shift, x)) * inv_scale
-        envelope = torch.exp(-0.5 * z.square())
-        if self.wavelet == "mexican_hat":
-            bases = _MEXICAN_HAT * (1 - z.square()) * envelope
-            slope = _MEXICAN_HAT * z * (z.square() - 3) * envelope
-        elif self.wavelet == "morlet":
-            angle = 5.0 * z
-            bases = torch.cos(angle) * envelope
-            slope = -(5.0 * torch.sin(angle) + z * torch.cos(angle)) * envelope
-        else:
-            bases = -z * envelope
-            slope = (z.square() - 1) * envelope
+        zs, inv = self._scaled(x, shift, scale)
+        bases, slopes = zip(*(self._wavelet(z, with_slope=True) for z in zs))
+        reduce_dims = (0, *range(2, x.dim()))
 
         def vjp(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            # q = dL/dz / scale; z = (x - shift) / scale: dz/dx = 1/scale, dz/dshift = -1/scale, dz/dscale = -z/scale
-            q = grad * slope * inv_scale
-            batch_dims = (0, *range(3, q.dim()))
-            grad_shift = -q.sum(batch_dims)
-            grad_scale = -(q * z).sum(batch_dims)
-            return q.sum(2), grad_shift.to(shift.dtype), grad_scale.to(scale.dtype)
+            # q_k = dL/dz_k / scale_k; dz/dx = 1/scale, dz/dshift = -1/scale, dz/dscale = -z/scale
+            qs = [grad[:, :, k] * slopes[k] * inv[k] for k in range(len(zs))]
+            grad_shift = torch.stack([-q.sum(reduce_dims) for q in qs], 1)
+            grad_scale = torch.stack([-(q * z).sum(reduce_dims) for q, z in zip(qs, zs)], 1)
+            grad_x = qs[0]
+            for q in qs[1:]:
+                grad_x = grad_x + q
+            return grad_x, grad_shift.to(shift.dtype), grad_scale.to(scale.dtype)
 
-        return bases, vjp
-
-    def _per_channel(self, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``(C, W)`` -> ``(1, C, W, 1, ...)`` in ``x``'s dtype, to broadcast against ``x.unsqueeze(2)``."""
-        return values.to(x.dtype).view(1, self.in_channels, self.num_wavelets, *([1] * self.ndim))
+        return list(bases), vjp
 
     def family_repr(self) -> str:
         return f"wavelet={self.wavelet!r}, num_wavelets={self.num_wavelets}, grid_range={self.grid_range}"
