@@ -31,7 +31,13 @@ if TYPE_CHECKING:
 
 ENV_VAR = "KANZOO_FUSED_KERNELS"
 
-_enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
+
+def enabled_by_env(value: str | None) -> bool:
+    """Whether a ``KANZOO_FUSED_KERNELS`` value (None: unset) leaves the kernels on."""
+    return (value or "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+_enabled = enabled_by_env(os.environ.get(ENV_VAR))
 _failure: str | None = None
 _compiled: dict[tuple[type, str], Callable] = {}
 

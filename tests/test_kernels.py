@@ -1,0 +1,172 @@
+"""The fused CPU kernels (TorchInductor) against the eager expansion, which the reference tests cover.
+
+Every family is compiled once here, at one shape, in the layout its 2d layers use; two more
+cases flip the layout, and 1d/3d, uneven padding, padding modes and autocast run on one family.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from kanzoo.bench import saved_activation_bytes
+from kanzoo.layers import FAMILIES, get_conv, kernels
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+# one small shape per test keeps each family at one compiled graph per kernel
+SHAPE = (2, 8, 6, 5)
+
+
+@pytest.fixture
+def fused(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Turn the kernels on and record each kernel call as ``(kind, ran)`` (``ran``: compiled code ran)."""
+    calls: list[tuple[str, bool]] = []
+    run = kernels._run
+
+    def spy(layer, kind, *args):
+        out = run(layer, kind, *args)
+        calls.append((kind, out is not None))
+        return out
+
+    monkeypatch.setattr(kernels, "_run", spy)
+    kernels.set_fused_kernels(True)
+    return calls
+
+
+def _forward_backward(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> list[torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    y = layer(x)
+    return [y.detach(), *torch.autograd.grad(y, [x, *params], grad)]
+
+
+def _compare_with_eager(layer: torch.nn.Module, x: torch.Tensor, rtol: float = 2e-5) -> None:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        grad = torch.randn_like(layer(x))
+    kernels.set_fused_kernels(True)
+    fused = _forward_backward(layer, x, grad)
+    kernels.set_fused_kernels(False)
+    eager = _forward_backward(layer, x, grad)
+    names = ["output", "grad x"] + [f"grad {n}" for n, p in layer.named_parameters() if p.requires_grad]
+    for name, a, b in zip(names, fused, eager):
+        scale = b.abs().max().clamp_min(1e-12)
+        assert ((a - b).abs().max() / scale).item() < rtol, f"{name} differs from the eager expansion"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_matches_eager(family: str, fused: list[tuple[str, bool]]) -> None:
+    torch.manual_seed(0)
+    layer = get_conv(family, 2)(8, 8, 3, padding=1, groups=2)
+    x = torch.randn(*SHAPE)
+    _compare_with_eager(layer, x)
+    assert ("expand", True) in fused and ("vjp", True) in fused, f"the fused kernels did not run: {fused}"
+
+
+@pytest.mark.parametrize("family, kwargs", [("kagn", {"degree": 7}), ("kan", {"grid_size": 2, "spline_order": 1})])
+def test_other_layout_matches_eager(family: str, kwargs: dict, fused: list[tuple[str, bool]]) -> None:
+    """K + 1 >= 8 expands channels-last, fewer bases NCHW: these flip each family's usual layout."""
+    torch.manual_seed(0)
+    layer = get_conv(family, 2)(8, 8, 3, padding=1, groups=8, **kwargs)
+    x = torch.randn(*SHAPE)
+    assert layer._channels_last_conv(x) == (layer.expansion >= 8)
+    _compare_with_eager(layer, x)
+    assert ("vjp", True) in fused
+
+
+@pytest.mark.parametrize("case", ["1d", "3d", "same_even_kernel", "reflect_stride", "depthwise_multiplier"])
+def test_layer_options_match_eager(case: str, fused: list[tuple[str, bool]]) -> None:
+    torch.manual_seed(0)
+    if case in ("1d", "3d"):
+        nd = int(case[0])
+        layer = get_conv("kacn", nd)(8, 8, 3, padding=1, groups=2)
+        x = torch.randn(2, 8, *([5] * nd))
+    elif case == "same_even_kernel":  # uneven zero padding: the expansion is padded, backward not in place
+        layer = get_conv("kacn", 2)(8, 8, 4, padding="same", groups=2)
+        x = torch.randn(*SHAPE)
+    elif case == "reflect_stride":
+        layer = get_conv("kacn", 2)(8, 8, 3, stride=2, padding=1, padding_mode="reflect", groups=2)
+        x = torch.randn(*SHAPE)
+    else:
+        layer = get_conv("kacn", 2)(8, 16, 3, padding=1, groups=8)
+        x = torch.randn(*SHAPE)
+    _compare_with_eager(layer, x)
+    assert ("vjp", True) in fused
+
+
+def test_backward_keeps_only_the_input(fused: list[tuple[str, bool]]) -> None:
+    layer = get_conv("kagn", 2)(8, 8, 3, padding=1)
+    x = torch.randn(*SHAPE, requires_grad=True)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    saved = saved_activation_bytes(lambda: layer(x), params)
+    assert saved == x.numel() * x.element_size()
+    assert ("expand", True) in fused
+
+
+def test_autocast_bf16_matches_eager(fused: list[tuple[str, bool]]) -> None:
+    torch.manual_seed(0)
+    layer = get_conv("kacn", 2)(8, 8, 3, padding=1, groups=2)
+    x = torch.randn(*SHAPE)
+    grad = torch.randn(SHAPE[0], 8, *SHAPE[2:], dtype=torch.bfloat16)
+    results = []
+    for on in (True, False):
+        kernels.set_fused_kernels(on)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(_forward_backward(layer, x, grad))
+    assert results[0][0].dtype == torch.bfloat16
+    for a, b in zip(*results):
+        assert torch.allclose(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+    assert ("expand", True) in fused
+
+
+def test_kernels_apply_only_where_they_can(fused: list[tuple[str, bool]]) -> None:
+    x = torch.randn(*SHAPE)
+    silu = get_conv("kagn", 2)(8, 8, 3)
+    assert kernels.applies(silu, x)
+    assert not kernels.applies(silu, x.double()), "float64 (gradcheck, references) stays eager"
+    assert not kernels.applies(get_conv("kagn", 2)(8, 8, 3, base_activation="gelu"), x)
+    kernels.set_fused_kernels(False)
+    assert not kernels.applies(silu, x)
+
+
+def test_compiler_failure_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatch,
+                                                    fused: list[tuple[str, bool]]) -> None:
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(kernels, "_failure", None)
+    monkeypatch.setattr(kernels, "_compiled", {})  # new code objects: nothing compiled or cached yet
+    torch.manual_seed(0)
+    layer = get_conv("kabn", 2)(8, 8, 3, padding=1)
+    x = torch.randn(*SHAPE, requires_grad=True)
+    no_compiler = inductor_config.patch({"cpp.cxx": (None, "/nonexistent/c++"), "fx_graph_cache": False})
+    with no_compiler, pytest.warns(RuntimeWarning, match="could not be compiled.*C\\+\\+ compiler.*KANZOO_FUSED_KERNELS=0"):
+        y = layer(x)
+    assert not kernels.fused_kernels_enabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y.sum().backward()
+        layer(x)
+    assert fused == [("expand", False)], "after the failure no kernel is tried again"
+    kernels.set_fused_kernels(False)
+    x_ref = x.detach().requires_grad_(True)
+    layer(x_ref).sum().backward()
+    assert torch.equal(x.grad, x_ref.grad)
+
+
+@pytest.mark.parametrize("value, enabled", [(None, True), ("1", True), ("0", False), (" Off ", False),
+                                            ("false", False), ("no", False)])
+def test_environment_values(value: str | None, enabled: bool) -> None:
+    assert kernels.enabled_by_env(value) is enabled
+
+
+def test_environment_variable_is_read_at_import() -> None:
+    env = {**os.environ, kernels.ENV_VAR: "0"}
+    code = "from kanzoo.layers import fused_kernels_enabled; print(fused_kernels_enabled())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
