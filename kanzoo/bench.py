@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kanzoo.layers import FAMILIES, KANConvBase
+from kanzoo.layers import FAMILIES, KANConvBase, fused_kernels_enabled, set_fused_kernels
 
 DEFAULT_FAMILIES = tuple(FAMILIES)
 DEFAULT_GROUPS = ("1", "8", "dw")
@@ -301,6 +301,9 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall: elapsed time (default); cpu: process CPU time, robust on a busy shared "
                              "machine (CPU only, use with --threads 1)")
+    parser.add_argument("--kernels", choices=("fused", "eager"), default=None,
+                        help="fused: the fused CPU kernels; eager: the eager expansion (default: the library's "
+                             "setting, fused unless KANZOO_FUSED_KERNELS=0)")
     parser.add_argument("--batch", type=int, default=LayerShape.batch, help="batch size (default 16)")
     parser.add_argument("--size", type=int, default=LayerShape.size, help="height and width (default 32)")
 
@@ -329,17 +332,25 @@ def run_layers(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(machine_info(device))
-    print(f"forward+backward, batch {shape.batch}, {shape.in_channels}->{shape.out_channels} channels, "
-          f"{shape.size}x{shape.size}, {shape.kernel_size}x{shape.kernel_size}, {args.dtype}, {device}; "
-          f"min of {repeats} interleaved repeats, {args.clock} clock")
-    rows = []
-    for row in bench_layers(families, groups, shape, repeats=repeats, device=device, dtype=args.dtype,
-                            clock=args.clock):
-        rows.append(row)
-        if not args.markdown:
-            print(f"  measured {row['family']} groups={row['groups']}", file=sys.stderr, flush=True)
-    print(format_table(rows, markdown=args.markdown))
+    previous = fused_kernels_enabled()
+    if args.kernels is not None:
+        set_fused_kernels(args.kernels == "fused")
+    try:
+        fused = fused_kernels_enabled() and torch.device(device).type == "cpu"
+        print(machine_info(device))
+        print(f"forward+backward, batch {shape.batch}, {shape.in_channels}->{shape.out_channels} channels, "
+              f"{shape.size}x{shape.size}, {shape.kernel_size}x{shape.kernel_size}, {args.dtype}, {device}; "
+              f"min of {repeats} interleaved repeats, {args.clock} clock; "
+              f"expansion: {'fused CPU kernels' if fused else 'eager'}")
+        rows = []
+        for row in bench_layers(families, groups, shape, repeats=repeats, device=device, dtype=args.dtype,
+                                clock=args.clock):
+            rows.append(row)
+            if not args.markdown:
+                print(f"  measured {row['family']} groups={row['groups']}", file=sys.stderr, flush=True)
+        print(format_table(rows, markdown=args.markdown))
+    finally:
+        set_fused_kernels(previous)
     return 0
 
 

@@ -125,6 +125,17 @@ def test_command_line_prints_machine_and_table(capsys):
     assert code == 0
     assert "torch " + torch.__version__ in out and "cores" in out
     assert "| kabn | dw | 4 |" in out
+    assert "expansion: eager" in out  # the suite runs with the fused kernels off
+
+
+def test_command_line_kernels_option_is_restored_afterwards(capsys):
+    from kanzoo.layers import fused_kernels_enabled
+
+    assert not fused_kernels_enabled()
+    assert bench.main(["layers", "--families", "kacn", "--groups", "1", "--repeats", "1", "--batch", "1",
+                       "--size", "4", "--device", "cpu", "--kernels", "fused"]) == 0
+    assert "expansion: fused CPU kernels" in capsys.readouterr().out
+    assert not fused_kernels_enabled()
 
 
 def test_kanzoo_cli_bench_and_bad_arguments(capsys):
