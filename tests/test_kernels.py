@@ -170,3 +170,23 @@ def test_environment_variable_is_read_at_import() -> None:
     code = "from kanzoo.layers import fused_kernels_enabled; print(fused_kernels_enabled())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_layers_of_several_shapes_share_dynamic_kernels(fused: list[tuple[str, bool]]) -> None:
+    """A network's layers see many shapes: after the first change the kernels recompile with dynamic
+    shapes, and every layer still matches the eager path (train and eval)."""
+    torch.manual_seed(0)
+    conv = get_conv("kajn", 2)
+    net = torch.nn.Sequential(conv(3, 8, 3, padding=1, act_layer="silu"), conv(8, 12, 3, stride=2, padding=1),
+                              conv(12, 12, 3, padding=1, groups=12))
+    x = torch.randn(2, 3, 9, 7)
+    _compare_with_eager(net, x)
+    net.eval()
+    kernels.set_fused_kernels(True)
+    with torch.no_grad():
+        fused_out = net(torch.randn(3, 3, 5, 6, generator=torch.Generator().manual_seed(2)))
+    kernels.set_fused_kernels(False)
+    with torch.no_grad():
+        eager_out = net(torch.randn(3, 3, 5, 6, generator=torch.Generator().manual_seed(2)))
+    torch.testing.assert_close(fused_out, eager_out, rtol=1e-5, atol=1e-6)
+    assert all(ran for _, ran in fused) and len(fused) >= 7
