@@ -145,7 +145,8 @@ def test_compiler_failure_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPa
     layer = get_conv("kabn", 2)(8, 8, 3, padding=1)
     x = torch.randn(*SHAPE, requires_grad=True)
     no_compiler = inductor_config.patch({"cpp.cxx": (None, "/nonexistent/c++"), "fx_graph_cache": False})
-    with no_compiler, pytest.warns(RuntimeWarning, match="could not be compiled.*C\\+\\+ compiler.*KANZOO_FUSED_KERNELS=0"):
+    expected = "could not be compiled.*C\\+\\+ compiler.*KANZOO_FUSED_KERNELS=0"
+    with no_compiler, pytest.warns(RuntimeWarning, match=expected):
         y = layer(x)
     assert not kernels.fused_kernels_enabled()
     with warnings.catch_warnings():

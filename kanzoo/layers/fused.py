@@ -89,8 +89,9 @@ class Expander(Protocol):
     ``expand_prepared_keep(xp, *params, dtype=...)`` returns the expansion before ``to_conv_layout``
     with a few input-sized tensors to keep for backward; ``expand_prepared_vjp(xp, kept, params, out,
     grad_expanded)`` rebuilds that expansion (into ``out``, or as a new tensor of its layout) and maps
-    the gradient of the convolution's input to the gradients of ``(xp, *params)``. ``prepare_is_relayout`` says that ``prepare`` does
-    not pad (its gradient is the identity, and the prepared tensor may be saved instead of the input).
+    the gradient of the convolution's input to the gradients of ``(xp, *params)``.
+    ``prepare_is_relayout`` says that ``prepare`` does not pad (its gradient is the identity, and the
+    prepared tensor may be saved instead of the input).
     """
 
     prepare_is_relayout: bool
@@ -164,7 +165,8 @@ class _RecomputedExpandConv(torch.autograd.Function):
             compute_dtype = grad_out.dtype
             weight_c = weight.to(compute_dtype)
             expanded = expander.empty_expansion(xp, compute_dtype)
-            if expanded.dim() == 5 and expander.to_conv_layout(expanded).is_contiguous(memory_format=torch.channels_last):
+            if (expanded.dim() == 5
+                    and expander.to_conv_layout(expanded).is_contiguous(memory_format=torch.channels_last)):
                 # one copy here instead of one inside each of the two convolution backward calls
                 grad_out = grad_out.contiguous(memory_format=torch.channels_last)
             grad_expanded = None

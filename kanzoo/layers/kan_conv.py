@@ -274,11 +274,11 @@ class KANConvBase(nn.Module):
         Where the convolution runs faster on channels-last input (see ``_channels_last_conv``), its
         memory holds ``(N, *spatial, C, K + 1)``, so that ``to_conv_layout`` gives a channels-last tensor.
         """
-        if self._channels_last_conv(xp):
-            nd = self.ndim
-            return xp.new_empty(xp.shape[0], *xp.shape[2:], self.in_channels, self.expansion,
-                                dtype=dtype).permute(0, nd + 1, nd + 2, *range(1, nd + 1))
-        return xp.new_empty(xp.shape[0], self.in_channels, self.expansion, *xp.shape[2:], dtype=dtype)
+        channels_last = self._channels_last_conv(xp)
+        per_position = (self.in_channels, self.expansion)
+        shape = (*xp.shape[:1], *xp.shape[2:], *per_position) if channels_last else (
+            *xp.shape[:1], *per_position, *xp.shape[2:])
+        return kernels.from_stored_layout(xp.new_empty(shape, dtype=dtype), channels_last)
 
     def _block_layout(self, xp: torch.Tensor) -> torch.memory_format:
         """Memory format in which the blocks of ``xp`` are expanded (the expansion's own layout)."""

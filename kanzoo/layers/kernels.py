@@ -96,8 +96,9 @@ def _parts(base: torch.Tensor | None, bases: torch.Tensor | list[torch.Tensor]) 
     return ([] if base is None else [base]) + (list(bases.unbind(2)) if isinstance(bases, torch.Tensor) else bases)
 
 
-def _from_memory_layout(stored: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """The ``(N, C, K + 1, *spatial)`` view of what ``_stack`` returned."""
+def from_stored_layout(stored: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The ``(N, C, K + 1, *spatial)`` view of an expansion stored as ``_stack`` stores it: memory
+    ``(N, *spatial, C, K + 1)`` if ``channels_last``, else ``(N, C, K + 1, *spatial)``."""
     if not channels_last:
         return stored
     nd = stored.dim() - 3
@@ -138,7 +139,7 @@ def expand(layer: KANConvBase, x: torch.Tensor, params: Sequence[torch.Tensor], 
     """The expansion ``(N, C, K + 1, *spatial)`` of ``x`` in ``dtype`` (memory ``(N, *spatial, C, K + 1)``
     when ``channels_last``), or None if the kernel could not be compiled."""
     stored = _run(layer, "expand", x, tuple(params), dtype, channels_last)
-    return None if stored is None else _from_memory_layout(stored, channels_last)
+    return None if stored is None else from_stored_layout(stored, channels_last)
 
 
 def expand_vjp(layer: KANConvBase, x: torch.Tensor, grad: torch.Tensor, params: Sequence[torch.Tensor],
@@ -157,7 +158,7 @@ def expand_vjp(layer: KANConvBase, x: torch.Tensor, grad: torch.Tensor, params: 
     if in_place:
         return (grad, *out)
     stored, *grads = out
-    return (_from_memory_layout(stored, channels_last), *grads)
+    return (from_stored_layout(stored, channels_last), *grads)
 
 
 def _in_stored_layout(expanded: torch.Tensor, channels_last: bool) -> bool:
