@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kanzoo.runtime import keep_freed_memory
 from kanzoo.layers import FAMILIES, KANConvBase, fused_kernels_enabled, set_fused_kernels
 
 DEFAULT_FAMILIES = tuple(FAMILIES)
@@ -304,6 +305,9 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernels", choices=("fused", "eager"), default=None,
                         help="fused: the fused CPU kernels; eager: the eager expansion (default: the library's "
                              "setting, fused unless KANZOO_FUSED_KERNELS=0)")
+    parser.add_argument("--allocator", choices=("keep", "default"), default="keep",
+                        help="keep: make glibc's malloc keep freed memory, so that large tensors do not pay a "
+                             "page fault per page in every repeat (default); default: leave malloc as it is")
     parser.add_argument("--batch", type=int, default=LayerShape.batch, help="batch size (default 16)")
     parser.add_argument("--size", type=int, default=LayerShape.size, help="height and width (default 32)")
 
@@ -332,6 +336,9 @@ def run_layers(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    allocator = "malloc as configured"
+    if args.allocator == "keep":
+        allocator = "malloc keeps freed memory" if keep_freed_memory() else "malloc as configured (not glibc)"
     previous = fused_kernels_enabled()
     if args.kernels is not None:
         set_fused_kernels(args.kernels == "fused")
@@ -341,7 +348,7 @@ def run_layers(args: argparse.Namespace) -> int:
         print(f"forward+backward, batch {shape.batch}, {shape.in_channels}->{shape.out_channels} channels, "
               f"{shape.size}x{shape.size}, {shape.kernel_size}x{shape.kernel_size}, {args.dtype}, {device}; "
               f"min of {repeats} interleaved repeats, {args.clock} clock; "
-              f"expansion: {'fused CPU kernels' if fused else 'eager'}")
+              f"expansion: {'fused CPU kernels' if fused else 'eager'}; {allocator}")
         rows = []
         for row in bench_layers(families, groups, shape, repeats=repeats, device=device, dtype=args.dtype,
                                 clock=args.clock):

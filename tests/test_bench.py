@@ -120,12 +120,13 @@ def test_groups_names_are_validated():
 
 def test_command_line_prints_machine_and_table(capsys):
     code = bench.main(["layers", "--families", "kabn", "--groups", "dw", "--repeats", "1", "--batch", "2",
-                       "--size", "6", "--device", "cpu", "--markdown"])
+                       "--size", "6", "--device", "cpu", "--markdown", "--allocator", "default"])
     out = capsys.readouterr().out
     assert code == 0
     assert "torch " + torch.__version__ in out and "cores" in out
     assert "| kabn | dw | 4 |" in out
     assert "expansion: eager" in out  # the suite runs with the fused kernels off
+    assert "malloc as configured" in out
 
 
 def test_command_line_kernels_option_is_restored_afterwards(capsys):
@@ -133,7 +134,7 @@ def test_command_line_kernels_option_is_restored_afterwards(capsys):
 
     assert not fused_kernels_enabled()
     assert bench.main(["layers", "--families", "kacn", "--groups", "1", "--repeats", "1", "--batch", "1",
-                       "--size", "4", "--device", "cpu", "--kernels", "fused"]) == 0
+                       "--size", "4", "--device", "cpu", "--kernels", "fused", "--allocator", "default"]) == 0
     assert "expansion: fused CPU kernels" in capsys.readouterr().out
     assert not fused_kernels_enabled()
 

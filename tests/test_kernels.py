@@ -1,7 +1,7 @@
 """The fused CPU kernels (TorchInductor) against the eager expansion, which the reference tests cover.
 
-Every family is compiled once here, at one shape, in the layout its 2d layers use; two more
-cases flip the layout, and 1d/3d, uneven padding, padding modes and autocast run on one family.
+Every family is compiled once here, at one shape, for an NCHW input; two more cases give a
+channels-last input, and 1d/3d, uneven padding, padding modes and autocast run on one family.
 """
 
 from __future__ import annotations
@@ -70,14 +70,19 @@ def test_every_family_matches_eager(family: str, fused: list[tuple[str, bool]]) 
 
 
 @pytest.mark.parametrize("family, kwargs", [("kagn", {"degree": 7}), ("kan", {"grid_size": 2, "spline_order": 1})])
-def test_other_layout_matches_eager(family: str, kwargs: dict, fused: list[tuple[str, bool]]) -> None:
-    """K + 1 >= 8 expands channels-last, fewer bases NCHW: these flip each family's usual layout."""
+def test_channels_last_input_matches_eager(family: str, kwargs: dict, fused: list[tuple[str, bool]]) -> None:
+    """The kernels follow the input's memory format: a channels-last input gives a channels-last
+    expansion and output (for K + 1 >= 8 and fewer bases), an NCHW input an NCHW one."""
     torch.manual_seed(0)
     layer = get_conv(family, 2)(8, 8, 3, padding=1, groups=8, **kwargs)
     x = torch.randn(*SHAPE)
-    assert layer._channels_last_conv(x) == (layer.expansion >= 8)
-    _compare_with_eager(layer, x)
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    assert not layer._channels_last_conv(x) and layer._channels_last_conv(x_last)
+    _compare_with_eager(layer, x_last)
     assert ("vjp", True) in fused
+    with torch.no_grad():
+        assert layer(x_last).is_contiguous(memory_format=torch.channels_last)
+        assert layer(x).is_contiguous()
 
 
 @pytest.mark.parametrize("case", ["1d", "3d", "same_even_kernel", "reflect_stride", "depthwise_multiplier"])

@@ -9,7 +9,7 @@ vector-Jacobian product, runs the convolution's backward once, and maps the expa
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,27 +58,47 @@ class ConvSpec:
         return (weight.unflatten(0, (self.groups, per_group)).transpose(1, 2)
                 .reshape(-1, 1, *weight.shape[2:]))
 
-    def backward(self, grad_out: torch.Tensor, expanded: torch.Tensor, weight: torch.Tensor,
-                 mask: Sequence[bool]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """Gradients of ``conv`` for (expanded, weight, bias) where ``mask`` asks for them."""
-        if not self._sums_bases(expanded):
-            bias_sizes = [weight.shape[0]] if mask[2] else None
+    def backward(self, grad_out: torch.Tensor, template: torch.Tensor, weight: torch.Tensor,
+                 rebuild: Callable[[torch.Tensor | None], torch.Tensor], mask: Sequence[bool]
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Gradients of ``conv`` for (weight, bias) where ``mask[1:]`` asks for them.
+
+        ``template`` has the expansion's shape and layout; its values are not read. The gradient of
+        the expansion (if ``mask[0]``, else None) goes to ``rebuild``, which returns the expansion
+        that the weight gradient reads. ``grad_out`` is prepared once for both backward convolutions:
+        channels-last like the expansion, and for depthwise conv + sum spread over the bases.
+        """
+        if (template.dim() == 4 and template.is_contiguous(memory_format=torch.channels_last)
+                and not template.is_contiguous()):
+            grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+        conv_weight, grad, groups = weight, grad_out, self.groups
+        sums = self._sums_bases(template)
+        if sums:
+            per_group = weight.shape[0] // self.groups
+            conv_weight, groups = self._depthwise_weight(weight), template.shape[1]
+            grad = (grad_out.unflatten(1, (self.groups, 1, per_group))
+                    .expand(-1, -1, self.sum_bases, -1, *grad_out.shape[2:]).reshape(
+                        grad_out.shape[0], -1, *grad_out.shape[2:]))
+
+        def conv_backward(expanded: torch.Tensor, need: list[bool]) -> tuple[torch.Tensor | None, ...]:
+            bias_sizes = [weight.shape[0]] if need[2] else None
             return torch.ops.aten.convolution_backward(
-                grad_out, expanded, weight, bias_sizes, self.stride, self.padding, self.dilation, False,
-                [0] * self.ndim, self.groups, list(mask))
-        per_group = weight.shape[0] // self.groups
-        spread = (grad_out.unflatten(1, (self.groups, 1, per_group))
-                  .expand(-1, -1, self.sum_bases, -1, *grad_out.shape[2:]).reshape(
-                      grad_out.shape[0], -1, *grad_out.shape[2:]))
-        grad_expanded, grad_depthwise, _ = torch.ops.aten.convolution_backward(
-            spread, expanded, self._depthwise_weight(weight), None, self.stride, self.padding, self.dilation,
-            False, [0] * self.ndim, expanded.shape[1], [mask[0], mask[1], False])
-        grad_weight = None
-        if grad_depthwise is not None:
-            grad_weight = (grad_depthwise.reshape(self.groups, self.sum_bases, per_group, *weight.shape[2:])
+                grad, expanded, conv_weight, bias_sizes, self.stride, self.padding, self.dilation, False,
+                [0] * self.ndim, groups, need)
+
+        grad_expanded = conv_backward(template, [True, False, False])[0] if mask[0] else None
+        del template  # freed now, so that the rebuilt expansion can take its memory
+        expanded = rebuild(grad_expanded)
+        del grad_expanded
+        if not (mask[1] or mask[2]):
+            return None, None
+        _, grad_weight, grad_bias = conv_backward(expanded, [False, mask[1], mask[2] and not sums])
+        if sums and grad_weight is not None:
+            grad_weight = (grad_weight.reshape(self.groups, self.sum_bases, per_group, *weight.shape[2:])
                            .transpose(1, 2).reshape(weight.shape))
-        grad_bias = grad_out.sum((0, *range(2, grad_out.dim()))) if mask[2] else None
-        return grad_expanded, grad_weight, grad_bias
+        if sums and mask[2]:
+            grad_bias = grad_out.sum((0, *range(2, grad_out.dim())))
+        return grad_weight, grad_bias
 
 
 class Expander(Protocol):
@@ -87,9 +107,9 @@ class Expander(Protocol):
     ``prepare(x)`` is a cheap, differentiable preparation of the input (padding, contiguity);
     ``expand_prepared(xp, *params)`` returns the expanded tensor the convolution reads (autograd-aware);
     ``expand_prepared_keep(xp, *params, dtype=...)`` returns the expansion before ``to_conv_layout``
-    with a few input-sized tensors to keep for backward; ``expand_prepared_vjp(xp, kept, params, out,
-    grad_expanded)`` rebuilds that expansion (into ``out``, or as a new tensor of its layout) and maps
-    the gradient of the convolution's input to the gradients of ``(xp, *params)``.
+    with a few input-sized tensors to keep for backward; ``expand_prepared_vjp(xp, kept, params, dtype,
+    grad_expanded)`` rebuilds that expansion (laid out as ``empty_expansion``) and maps the gradient of
+    the convolution's input to the gradients of ``(xp, *params)``.
     ``prepare_is_relayout`` says that ``prepare`` does not pad (its gradient is the identity, and the
     prepared tensor may be saved instead of the input).
     """
@@ -104,7 +124,7 @@ class Expander(Protocol):
                              dtype: torch.dtype | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]: ...
 
     def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
-                            out: torch.Tensor, grad_expanded: torch.Tensor | None
+                            dtype: torch.dtype, grad_expanded: torch.Tensor | None
                             ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...] | None]: ...
 
     def empty_expansion(self, xp: torch.Tensor, dtype: torch.dtype) -> torch.Tensor: ...
@@ -124,7 +144,7 @@ class _RecomputedExpandConv(torch.autograd.Function):
     """conv(expand(x, *params), weight, bias) keeping the prepared x, a few input-sized tensors and the parameters.
 
     Backward first computes the convolution's input gradient (which needs no expansion), then
-    rebuilds the expansion block by block while applying its VJP, then the weight gradient.
+    rebuilds the expansion while applying its VJP, then the weight gradient (see ``ConvSpec.backward``).
     """
 
     @staticmethod
@@ -160,34 +180,28 @@ class _RecomputedExpandConv(torch.autograd.Function):
             with torch.enable_grad():
                 x_leaf = saved.detach().requires_grad_(need_x)
                 xp = expander.prepare(x_leaf)
-        grad_x, grad_weight, grad_bias, grad_params = None, None, None, [None] * len(params)
+        grads: tuple[torch.Tensor | None, ...] | None = None
+
+        def rebuild(grad_expanded: torch.Tensor | None) -> torch.Tensor:
+            nonlocal grads
+            expanded, grads = expander.expand_prepared_vjp(xp.detach(), kept, params, compute_dtype, grad_expanded)
+            return expander.to_conv_layout(expanded)
+
         with torch.no_grad():
             compute_dtype = grad_out.dtype
-            weight_c = weight.to(compute_dtype)
-            expanded = expander.empty_expansion(xp, compute_dtype)
-            if (expanded.dim() == 5
-                    and expander.to_conv_layout(expanded).is_contiguous(memory_format=torch.channels_last)):
-                # one copy here instead of one inside each of the two convolution backward calls
-                grad_out = grad_out.contiguous(memory_format=torch.channels_last)
-            grad_expanded = None
-            if need_expanded:
-                # the input gradient of a convolution reads only the input's shape and layout, not its values
-                grad_expanded = spec.backward(grad_out, expander.to_conv_layout(expanded), weight_c,
-                                              (True, False, False))[0]
-            expanded, grads = expander.expand_prepared_vjp(xp.detach(), kept, params, expanded, grad_expanded)
-            del grad_expanded
-            if need_w or (need_b and ctx.has_bias):
-                _, grad_weight, grad_bias = spec.backward(grad_out, expander.to_conv_layout(expanded), weight_c,
-                                                          (False, need_w, need_b and ctx.has_bias))
-            if grads is not None:
-                grad_xp, *grad_params = grads
-                grad_params = [g if need else None for g, need in zip(grad_params, need_params)]
-                if need_x:
-                    if x_leaf is None:
-                        grad_x = grad_xp
-                    else:
-                        with torch.enable_grad():
-                            (grad_x,) = torch.autograd.grad(xp, x_leaf, grad_xp)
+            grad_weight, grad_bias = spec.backward(
+                grad_out, expander.to_conv_layout(expander.empty_expansion(xp, compute_dtype)),
+                weight.to(compute_dtype), rebuild, (need_expanded, need_w, need_b and ctx.has_bias))
+        grad_x, grad_params = None, [None] * len(params)
+        if grads is not None:
+            grad_xp, *grad_params = grads
+            grad_params = [g if need else None for g, need in zip(grad_params, need_params)]
+            if need_x:
+                if x_leaf is None:
+                    grad_x = grad_xp
+                else:
+                    with torch.enable_grad():
+                        (grad_x,) = torch.autograd.grad(xp, x_leaf, grad_xp)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         if grad_bias is not None:

@@ -163,7 +163,7 @@ class KANConvBase(nn.Module):
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Pad ``x`` for non-zero padding modes; contiguous ``(N, C, *spatial)``, channels-last where the
-        fused kernels write a channels-last expansion (they read it several times faster)."""
+        fused kernels write a channels-last expansion (see ``_channels_last_conv``)."""
         if not self.prepare_is_relayout:
             x = F.pad(x, _pad_arg(self._pad_before, self._pad_after), mode=self.padding_mode)
         if kernels.applies(self, x) and self._channels_last_conv(x):
@@ -209,25 +209,26 @@ class KANConvBase(nn.Module):
         return out, tuple(kept)
 
     def expand_prepared_vjp(self, xp: torch.Tensor, kept: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
-                            out: torch.Tensor, grad_expanded: torch.Tensor | None
+                            dtype: torch.dtype, grad_expanded: torch.Tensor | None
                             ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...] | None]:
-        """Rebuild the expansion of ``xp`` and, given the expansion's gradient, map it to ``(grad_xp, *grad_params)``.
+        """Rebuild the expansion of ``xp`` in ``dtype`` and, given the expansion's gradient, map it to
+        ``(grad_xp, *grad_params)``.
 
-        Returns the rebuilt expansion (``out``, or a new tensor of its layout from the fused kernels)
-        and the gradients (None without ``grad_expanded``). ``kept`` is what ``expand_prepared_keep``
-        kept (empty: recomputed here).
+        Returns the rebuilt expansion (laid out as ``empty_expansion``) and the gradients (None
+        without ``grad_expanded``). ``kept`` is what ``expand_prepared_keep`` kept (empty: recomputed here).
         """
         grad_bases = None if grad_expanded is None else self._grad_to_bases(grad_expanded)
         if kernels.applies(self, xp):
             channels_last = self._channels_last_conv(xp)
             if grad_bases is None:
-                expanded = kernels.expand(self, xp, params, out.dtype, channels_last)
+                expanded = kernels.expand(self, xp, params, dtype, channels_last)
                 if expanded is not None:
                     return expanded, None
             else:
-                fused = kernels.expand_vjp(self, xp, grad_bases, params, out.dtype, channels_last)
+                fused = kernels.expand_vjp(self, xp, grad_bases, params, dtype, channels_last)
                 if fused is not None:
                     return fused[0], tuple(fused[1:])
+        out = self.empty_expansion(xp, dtype)
         silu_base = type(self.base_activation) is nn.SiLU and bool(kept)
         squashed_kept = kept[:len(kept) - silu_base]
         grad_x = None if grad_bases is None else torch.empty_like(
@@ -287,16 +288,17 @@ class KANConvBase(nn.Module):
     def _channels_last_conv(self, x: torch.Tensor) -> bool:
         """Whether the convolution reads a channels-last expansion of ``x`` (2d on the CPU only).
 
-        For ``K + 1 >= 8`` the CPU's channels-last grouped convolutions (forward, input and weight
-        gradient) run 1.3-2x faster than on the NCHW expansion (depthwise: than depthwise conv + sum).
-        With fewer bases, measured forward + backward of whole layers with the fused kernels is as
-        fast or faster in NCHW, which spares the input, output and gradient their relayout. In eager
-        mode depthwise layers take channels-last too (the eager depthwise conv + sum is erratic).
+        The fused kernels follow ``x``'s memory format, as ``nn.Conv2d`` does: they write either
+        layout at the same speed, and with the allocator keeping freed memory (see ``kanzoo.runtime``)
+        the CPU's NCHW grouped and depthwise convolutions over the expansion are as fast as the
+        channels-last ones, so an NCHW input and output need no relayout. The eager path takes
+        channels-last for ``K + 1 >= 8`` and for depthwise layers, where its convolutions run 1.3-2x
+        faster on it.
         """
         if self.ndim != 2 or x.device.type != "cpu":
             return False
         if kernels.applies(self, x):
-            return self.expansion >= 8
+            return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         return self.expansion >= 8 or self.groups == self.in_channels > 1
 
     def _base(self, x: torch.Tensor, sig: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -758,7 +760,7 @@ class _KAGNConv(_PolynomialConv):
                 g = grad_polys[i]
                 grad_u.addcmul_(g, polys[i - 1])
                 grad_polys[i - 1].addcmul_(g, u)
-                grad_beta[i - 1] = -(g * polys[i - 2]).sum()
+                grad_beta[i - 1] = -(g * polys[i - 2]).sum(tuple(range(2, u.dim()))).sum()
                 if i > 2:
                     grad_polys[i - 2].sub_(g * beta[i - 1])
             if len(polys) > 1:
@@ -912,13 +914,13 @@ class _WavKANConv(KANConvBase):
                   scale: torch.Tensor):
         zs, inv = self._scaled(x, shift, scale)
         bases, slopes = zip(*(self._wavelet(z, with_slope=True) for z in zs))
-        reduce_dims = (0, *range(2, x.dim()))
+        spatial = tuple(range(2, x.dim()))
 
         def vjp(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             # q_k = dL/dz_k / scale_k; dz/dx = 1/scale, dz/dshift = -1/scale, dz/dscale = -z/scale
             qs = [grad[:, :, k] * slopes[k] * inv[k] for k in range(len(zs))]
-            grad_shift = torch.stack([-q.sum(reduce_dims) for q in qs], 1)
-            grad_scale = torch.stack([-(q * z).sum(reduce_dims) for q, z in zip(qs, zs)], 1)
+            grad_shift = torch.stack([-q.sum(spatial).sum(0) for q in qs], 1)
+            grad_scale = torch.stack([-(q * z).sum(spatial).sum(0) for q, z in zip(qs, zs)], 1)
             grad_x = qs[0]
             for q in qs[1:]:
                 grad_x = grad_x + q

@@ -67,12 +67,8 @@ def _expand_body(layer: KANConvBase, x: torch.Tensor, params: Sequence[torch.Ten
 
 
 def _vjp_body(layer: KANConvBase, x: torch.Tensor, grad: torch.Tensor, params: Sequence[torch.Tensor],
-              dtype: torch.dtype, channels_last: bool, in_place: bool) -> tuple[torch.Tensor, ...]:
+              dtype: torch.dtype, channels_last: bool) -> tuple[torch.Tensor, ...]:
     base, bases, grad_x, *grad_params = layer.expansion_vjp(x, layer.squash(x), None, params, grad)
-    if in_place:
-        for k, part in enumerate(_parts(base, bases)):
-            grad[:, :, k].copy_(part)
-        return (grad_x, *grad_params)
     return (_stack(base, bases, dtype, channels_last), grad_x, *grad_params)
 
 
@@ -147,23 +143,11 @@ def expand_vjp(layer: KANConvBase, x: torch.Tensor, grad: torch.Tensor, params: 
     """``(expansion, grad_x, *grad_params)`` given the expansion's gradient ``grad`` ``(N, C, K + 1, *spatial)``,
     or None if the kernel could not be compiled.
 
-    When ``grad`` is laid out like the expansion, the expansion is rebuilt in its memory, element by
-    element after reading it: backward then touches no new expansion-sized memory (fresh pages cost
-    a page fault each, as much as the kernel's arithmetic for large layers).
+    The expansion is written to new memory rather than over ``grad``: the compiler fuses a fresh
+    output into the loop that reads ``grad``, while writing into ``grad`` costs it a second pass.
     """
-    in_place = grad.dtype == dtype and _in_stored_layout(grad, channels_last)
-    out = _run(layer, "vjp", x, grad, tuple(params), dtype, channels_last, in_place)
+    out = _run(layer, "vjp", x, grad, tuple(params), dtype, channels_last)
     if out is None:
         return None
-    if in_place:
-        return (grad, *out)
     stored, *grads = out
     return (from_stored_layout(stored, channels_last), *grads)
-
-
-def _in_stored_layout(expanded: torch.Tensor, channels_last: bool) -> bool:
-    """Whether ``(N, C, K + 1, *spatial)`` ``expanded`` is a view of a contiguous tensor in ``_stack``'s layout."""
-    if not channels_last:
-        return expanded.is_contiguous()
-    nd = expanded.dim() - 3
-    return expanded.permute(0, *range(3, 3 + nd), 1, 2).is_contiguous()
