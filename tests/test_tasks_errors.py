@@ -117,6 +117,16 @@ def test_cli_prints_errors_and_exits_2(tmp_path, capsys):
     assert "KEY=VALUE" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["finetune", "segment"])
+def test_training_commands_keep_freed_memory_unless_told_not_to(command, tmp_path, monkeypatch, capsys):
+    calls: list[str] = []
+    monkeypatch.setattr("kanzoo.cli.tasks.keep_freed_memory", lambda: calls.append(command) or True)
+    args = [command, "--model", "reskanet_18", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]
+    assert cli_main(args) == 2 and calls == [command]
+    assert cli_main(args + ["--allocator", "default"]) == 2 and calls == [command]
+    assert "error: data folder" in capsys.readouterr().err
+
+
 def test_segmentation_mask_problems(tmp_path):
     root = tmp_path / "seg"
     _image(root / "images" / "a.png", (8, 8))

@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any, Callable
 
+from kanzoo.runtime import keep_freed_memory
 from kanzoo.tasks import TaskError, evaluate, export_model, finetune, predict, quickstart, segment
 from kanzoo.tasks.export import FORMATS
 
@@ -25,6 +26,18 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             print(f"error: {err}", file=sys.stderr)
             return 2
     return run
+
+
+def _allocator_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allocator", choices=("keep", "default"), default="keep",
+                        help="keep: make glibc's malloc keep freed memory for the next step instead of returning "
+                             "it to the system, which spares each step's large tensors their page faults "
+                             "(default); default: leave malloc as it is")
+
+
+def _configure_allocator(args: argparse.Namespace) -> None:
+    if args.allocator == "keep":
+        keep_freed_memory()
 
 
 def _model_args(pairs: list[str] | None) -> dict[str, Any]:
@@ -64,6 +77,7 @@ def _training_options(parser: argparse.ArgumentParser, epochs: int, batch_size: 
                         help="no progress bars")
     parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                         help="extra model argument, repeatable (e.g. --model-arg width=0.25)")
+    _allocator_option(parser)
 
 
 def _common_training(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,12 +90,14 @@ def _common_training(args: argparse.Namespace) -> dict[str, Any]:
 
 @_guarded
 def _finetune(args: argparse.Namespace) -> int:
+    _configure_allocator(args)
     finetune(args.model, args.data, args.out, freeze_backbone=args.freeze_backbone, **_common_training(args))
     return 0
 
 
 @_guarded
 def _segment(args: argparse.Namespace) -> int:
+    _configure_allocator(args)
     names = args.class_names.split(",") if args.class_names else None
     segment(args.model, args.data, args.out, num_classes=args.num_classes, class_names=names,
             overlays=args.overlays, **_common_training(args))
@@ -128,6 +144,7 @@ def _export(args: argparse.Namespace) -> int:
 
 @_guarded
 def _quickstart(args: argparse.Namespace) -> int:
+    _configure_allocator(args)
     report = quickstart(args.out, epochs=args.epochs, overwrite=args.overwrite, seed=args.seed,
                         progress=args.progress)
     print(f"\nquick start done in {report.seconds:.0f} s: the reloaded model classifies {report.top1:.1%} of "
@@ -197,4 +214,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a previous quick start run")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    _allocator_option(p)
     p.set_defaults(func=_quickstart)
