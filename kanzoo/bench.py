@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kanzoo.runtime import keep_freed_memory
+from kanzoo import runtime
 from kanzoo.layers import FAMILIES, KANConvBase, fused_kernels_enabled, set_fused_kernels
 
 DEFAULT_FAMILIES = tuple(FAMILIES)
@@ -338,7 +338,9 @@ def run_layers(args: argparse.Namespace) -> int:
         return 2
     allocator = "malloc as configured"
     if args.allocator == "keep":
-        allocator = "malloc keeps freed memory" if keep_freed_memory() else "malloc as configured (not glibc)"
+        allocator = "malloc keeps freed memory" if runtime.keep_freed_memory() else "malloc as configured (not glibc)"
+    else:
+        os.environ[runtime.ENV_VAR] = "0"  # the layers would otherwise apply it on their first backward
     previous = fused_kernels_enabled()
     if args.kernels is not None:
         set_fused_kernels(args.kernels == "fused")

@@ -7,16 +7,23 @@ once enough of it is free), and the first write to each fresh 4 KiB page is a pa
 machines a fault costs about a microsecond, so a 36 MB buffer costs some 10 ms before any arithmetic,
 as much as the kernel that fills it. ``keep_freed_memory`` makes ``malloc`` keep freed memory for the
 next request instead, at the price of a resident size that stays at its peak.
+
+The fused CPU kernels call ``keep_freed_memory_for_training`` before their first backward pass, so
+training on the CPU gets this without asking; ``KANZOO_KEEP_FREED_MEMORY=0`` in the environment
+leaves ``malloc`` alone.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _INT_MAX = 2 ** 31 - 1
+ENV_VAR = "KANZOO_KEEP_FREED_MEMORY"
+_training_checked = False
 
 
 def keep_freed_memory() -> bool:
@@ -24,8 +31,7 @@ def keep_freed_memory() -> bool:
 
     Large blocks come from the heap instead of separate mappings, and the heap is not trimmed.
     Returns True where this was applied (Linux with glibc) and False elsewhere, where nothing changes.
-    The setting lasts for the whole process; the same can be had from outside with
-    ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647``.
+    The setting lasts for the whole process.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
@@ -36,3 +42,13 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
+
+
+def keep_freed_memory_for_training() -> None:
+    """Apply ``keep_freed_memory`` once per process, unless ``KANZOO_KEEP_FREED_MEMORY`` is 0, false, off or no."""
+    global _training_checked
+    if _training_checked:
+        return
+    _training_checked = True
+    if os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no"):
+        keep_freed_memory()

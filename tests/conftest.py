@@ -6,7 +6,9 @@ HF_HOME, and disables Xet and telemetry, all before any test module imports kanz
 
 The fused CPU kernels are off for the suite (and the processes it starts): compiling them for every
 shape and family the model and task tests use would cost minutes. ``tests/test_kernels.py`` turns
-them on and checks them against the eager path, which every other test covers.
+them on and checks them against the eager path, which every other test covers. Their first backward
+would make this process's malloc keep freed memory (``kanzoo.runtime``); the suite leaves malloc as
+it is, and ``tests/test_runtime.py`` checks that behaviour in child processes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 os.environ["KANZOO_FUSED_KERNELS"] = "0"
+os.environ["KANZOO_KEEP_FREED_MEMORY"] = "0"
 
 if "huggingface_hub" in sys.modules:  # pragma: no cover - only if a plugin imported it before us
     raise RuntimeError("huggingface_hub was imported before tests/conftest.py could point it at the local Hub")

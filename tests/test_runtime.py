@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -10,23 +11,34 @@ import pytest
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# page faults of the second 40 MB tensor made and freed in a row (above glibc's largest mmap threshold)
+# page faults of the fourth 40 MB tensor made and freed in a row (above glibc's largest mmap threshold;
+# the first ones may still grow the heap)
 FAULTS = """
 import resource, sys, torch
 from kanzoo.runtime import keep_freed_memory
+from kanzoo.layers import KALNConv2d, fused_kernels_enabled
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
+if sys.argv[1] == "train":  # one training step through the fused kernels
+    assert fused_kernels_enabled()
+    x = torch.randn(1, 2, 4, 4, requires_grad=True)
+    KALNConv2d(2, 2, 3, padding=1)(x).sum().backward()
 def faults_of_a_new_tensor():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(10 * 2 ** 20)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-faults_of_a_new_tensor()
+for _ in range(3):
+    faults_of_a_new_tensor()
 print(faults_of_a_new_tensor())
 """
 
 
-def _faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
+def _faults(mode: str, keep_env: str | None = None) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "KANZOO_KEEP_FREED_MEMORY"}
+    env["KANZOO_FUSED_KERNELS"] = "1"
+    if keep_env is not None:
+        env["KANZOO_KEEP_FREED_MEMORY"] = keep_env
+    out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True, env=env)
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -37,6 +49,16 @@ def test_keep_freed_memory_reuses_the_pages_of_freed_tensors():
         pytest.skip(f"malloc here faults only {default} times on a fresh 40 MB tensor (huge pages?): "
                     "nothing to compare against")
     assert _faults("keep") * 10 < default
+
+
+@pytest.mark.skipif(not GLIBC, reason="keep_freed_memory configures glibc's malloc; this is not Linux with glibc")
+def test_first_fused_backward_keeps_freed_memory_unless_switched_off():
+    default = _faults("default")
+    if default < 1000:
+        pytest.skip(f"malloc here faults only {default} times on a fresh 40 MB tensor (huge pages?): "
+                    "nothing to compare against")
+    assert _faults("train") * 10 < default
+    assert _faults("train", keep_env="0") * 10 > default
 
 
 @pytest.mark.skipif(GLIBC, reason="checks the behaviour without glibc; this machine has glibc")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -120,10 +122,12 @@ def test_cli_prints_errors_and_exits_2(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["finetune", "segment"])
 def test_training_commands_keep_freed_memory_unless_told_not_to(command, tmp_path, monkeypatch, capsys):
     calls: list[str] = []
-    monkeypatch.setattr("kanzoo.cli.tasks.keep_freed_memory", lambda: calls.append(command) or True)
+    monkeypatch.setattr("kanzoo.runtime.keep_freed_memory", lambda: calls.append(command) or True)
+    monkeypatch.delenv("KANZOO_KEEP_FREED_MEMORY", raising=False)  # restored afterwards
     args = [command, "--model", "reskanet_18", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]
     assert cli_main(args) == 2 and calls == [command]
     assert cli_main(args + ["--allocator", "default"]) == 2 and calls == [command]
+    assert os.environ["KANZOO_KEEP_FREED_MEMORY"] == "0", "the layers must not apply it on their own either"
     assert "error: data folder" in capsys.readouterr().err
 
 

@@ -6,10 +6,11 @@ import argparse
 import ast
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable
 
-from kanzoo.runtime import keep_freed_memory
+from kanzoo import runtime
 from kanzoo.tasks import TaskError, evaluate, export_model, finetune, predict, quickstart, segment
 from kanzoo.tasks.export import FORMATS
 
@@ -37,7 +38,9 @@ def _allocator_option(parser: argparse.ArgumentParser) -> None:
 
 def _configure_allocator(args: argparse.Namespace) -> None:
     if args.allocator == "keep":
-        keep_freed_memory()
+        runtime.keep_freed_memory()
+    else:
+        os.environ[runtime.ENV_VAR] = "0"  # the layers would otherwise apply it on their first backward
 
 
 def _model_args(pairs: list[str] | None) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from torch import nn
 
+from kanzoo.runtime import keep_freed_memory_for_training
+
 if TYPE_CHECKING:
     from .kan_conv import KANConvBase
 
@@ -145,7 +147,10 @@ def expand_vjp(layer: KANConvBase, x: torch.Tensor, grad: torch.Tensor, params: 
 
     The expansion is written to new memory rather than over ``grad``: the compiler fuses a fresh
     output into the loop that reads ``grad``, while writing into ``grad`` costs it a second pass.
+    New memory is only cheap when ``malloc`` reuses freed pages, which the first call arranges
+    (see ``kanzoo.runtime``).
     """
+    keep_freed_memory_for_training()
     out = _run(layer, "vjp", x, grad, tuple(params), dtype, channels_last)
     if out is None:
         return None
