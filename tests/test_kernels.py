@@ -92,7 +92,7 @@ def test_layer_options_match_eager(case: str, fused: list[tuple[str, bool]]) -> 
         nd = int(case[0])
         layer = get_conv("kacn", nd)(8, 8, 3, padding=1, groups=2)
         x = torch.randn(2, 8, *([5] * nd))
-    elif case == "same_even_kernel":  # uneven zero padding: the expansion is padded, backward not in place
+    elif case == "same_even_kernel":  # uneven zero padding: the expansion gets an extra zero pad
         layer = get_conv("kacn", 2)(8, 8, 4, padding="same", groups=2)
         x = torch.randn(*SHAPE)
     elif case == "reflect_stride":
