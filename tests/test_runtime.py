@@ -42,23 +42,29 @@ def _faults(mode: str, keep_env: str | None = None) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not GLIBC, reason="keep_freed_memory configures glibc's malloc; this is not Linux with glibc")
-def test_keep_freed_memory_reuses_the_pages_of_freed_tensors():
+needs_glibc = pytest.mark.skipif(not GLIBC, reason="keep_freed_memory configures glibc's malloc; "
+                                                    "this is not Linux with glibc")
+
+
+@pytest.fixture
+def default_faults() -> int:
+    """Faults of a fresh 40 MB tensor with malloc as it is (skips where there is nothing to compare)."""
     default = _faults("default")
     if default < 1000:
         pytest.skip(f"malloc here faults only {default} times on a fresh 40 MB tensor (huge pages?): "
                     "nothing to compare against")
-    assert _faults("keep") * 10 < default
+    return default
 
 
-@pytest.mark.skipif(not GLIBC, reason="keep_freed_memory configures glibc's malloc; this is not Linux with glibc")
-def test_first_fused_backward_keeps_freed_memory_unless_switched_off():
-    default = _faults("default")
-    if default < 1000:
-        pytest.skip(f"malloc here faults only {default} times on a fresh 40 MB tensor (huge pages?): "
-                    "nothing to compare against")
-    assert _faults("train") * 10 < default
-    assert _faults("train", keep_env="0") * 10 > default
+@needs_glibc
+def test_keep_freed_memory_reuses_the_pages_of_freed_tensors(default_faults):
+    assert _faults("keep") * 10 < default_faults
+
+
+@needs_glibc
+def test_first_fused_backward_keeps_freed_memory_unless_switched_off(default_faults):
+    assert _faults("train") * 10 < default_faults
+    assert _faults("train", keep_env="0") * 10 > default_faults
 
 
 @pytest.mark.skipif(GLIBC, reason="checks the behaviour without glibc; this machine has glibc")
