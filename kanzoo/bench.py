@@ -305,7 +305,7 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernels", choices=("fused", "eager"), default=None,
                         help="fused: the fused CPU kernels; eager: the eager expansion (default: the library's "
                              "setting, fused unless KANZOO_FUSED_KERNELS=0)")
-    parser.add_argument("--allocator", choices=("keep", "default"), default="keep",
+    parser.add_argument("--allocator", choices=runtime.ALLOCATORS, default="keep",
                         help="keep: make glibc's malloc keep freed memory, so that large tensors do not pay a "
                              "page fault per page in every repeat (default); default: leave malloc as it is")
     parser.add_argument("--batch", type=int, default=LayerShape.batch, help="batch size (default 16)")
@@ -336,11 +336,10 @@ def run_layers(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    allocator = "malloc as configured"
-    if args.allocator == "keep":
-        allocator = "malloc keeps freed memory" if runtime.keep_freed_memory() else "malloc as configured (not glibc)"
+    if runtime.configure_allocator(args.allocator):
+        allocator = "malloc keeps freed memory"
     else:
-        os.environ[runtime.ENV_VAR] = "0"  # the layers would otherwise apply it on their first backward
+        allocator = "malloc as configured" + (" (not glibc)" if args.allocator == "keep" else "")
     previous = fused_kernels_enabled()
     if args.kernels is not None:
         set_fused_kernels(args.kernels == "fused")

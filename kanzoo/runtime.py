@@ -44,11 +44,30 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
 
 
+def enabled_by_env(value: str | None) -> bool:
+    """Whether an on/off environment variable's value (None: unset) leaves its feature on."""
+    return (value or "1").strip().lower() not in ("0", "false", "off", "no")
+
+
 def keep_freed_memory_for_training() -> None:
-    """Apply ``keep_freed_memory`` once per process, unless ``KANZOO_KEEP_FREED_MEMORY`` is 0, false, off or no."""
+    """Apply ``keep_freed_memory`` once per process, unless ``KANZOO_KEEP_FREED_MEMORY`` turns it off."""
     global _training_checked
     if _training_checked:
         return
     _training_checked = True
-    if os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no"):
+    if enabled_by_env(os.environ.get(ENV_VAR)):
         keep_freed_memory()
+
+
+ALLOCATORS = ("keep", "default")
+
+
+def configure_allocator(choice: str) -> bool:
+    """A program's ``--allocator`` choice: ``keep`` applies ``keep_freed_memory`` now (returns whether it
+    took effect); ``default`` leaves ``malloc`` alone, also on the layers' first backward (returns False)."""
+    if choice not in ALLOCATORS:
+        raise ValueError(f"allocator must be one of {list(ALLOCATORS)}, got {choice!r}")
+    if choice == "keep":
+        return keep_freed_memory()
+    os.environ[ENV_VAR] = "0"
+    return False

@@ -80,3 +80,13 @@ def test_benchmark_header_names_the_allocator_setting():
     out = subprocess.run(code, capture_output=True, text=True, check=True).stdout
     expected = "malloc keeps freed memory" if GLIBC else "malloc as configured (not glibc)"
     assert expected in out.splitlines()[1]
+
+
+def test_configure_allocator_default_switches_the_layers_off_and_names_bad_choices(monkeypatch):
+    from kanzoo.runtime import ENV_VAR, configure_allocator
+
+    monkeypatch.delenv(ENV_VAR, raising=False)  # restored afterwards
+    assert configure_allocator("default") is False
+    assert os.environ[ENV_VAR] == "0"
+    with pytest.raises(ValueError, match=r"allocator must be one of \['keep', 'default'\], got 'jemalloc'"):
+        configure_allocator("jemalloc")

@@ -6,7 +6,6 @@ import argparse
 import ast
 import functools
 import json
-import os
 import sys
 from typing import Any, Callable
 
@@ -30,17 +29,10 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
 
 def _allocator_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--allocator", choices=("keep", "default"), default="keep",
+    parser.add_argument("--allocator", choices=runtime.ALLOCATORS, default="keep",
                         help="keep: make glibc's malloc keep freed memory for the next step instead of returning "
                              "it to the system, which spares each step's large tensors their page faults "
                              "(default); default: leave malloc as it is")
-
-
-def _configure_allocator(args: argparse.Namespace) -> None:
-    if args.allocator == "keep":
-        runtime.keep_freed_memory()
-    else:
-        os.environ[runtime.ENV_VAR] = "0"  # the layers would otherwise apply it on their first backward
 
 
 def _model_args(pairs: list[str] | None) -> dict[str, Any]:
@@ -93,14 +85,14 @@ def _common_training(args: argparse.Namespace) -> dict[str, Any]:
 
 @_guarded
 def _finetune(args: argparse.Namespace) -> int:
-    _configure_allocator(args)
+    runtime.configure_allocator(args.allocator)
     finetune(args.model, args.data, args.out, freeze_backbone=args.freeze_backbone, **_common_training(args))
     return 0
 
 
 @_guarded
 def _segment(args: argparse.Namespace) -> int:
-    _configure_allocator(args)
+    runtime.configure_allocator(args.allocator)
     names = args.class_names.split(",") if args.class_names else None
     segment(args.model, args.data, args.out, num_classes=args.num_classes, class_names=names,
             overlays=args.overlays, **_common_training(args))
@@ -147,7 +139,7 @@ def _export(args: argparse.Namespace) -> int:
 
 @_guarded
 def _quickstart(args: argparse.Namespace) -> int:
-    _configure_allocator(args)
+    runtime.configure_allocator(args.allocator)
     report = quickstart(args.out, epochs=args.epochs, overwrite=args.overwrite, seed=args.seed,
                         progress=args.progress)
     print(f"\nquick start done in {report.seconds:.0f} s: the reloaded model classifies {report.top1:.1%} of "

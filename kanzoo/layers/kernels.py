@@ -26,17 +26,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from torch import nn
 
-from kanzoo.runtime import keep_freed_memory_for_training
+from kanzoo.runtime import enabled_by_env, keep_freed_memory_for_training
 
 if TYPE_CHECKING:
     from .kan_conv import KANConvBase
 
 ENV_VAR = "KANZOO_FUSED_KERNELS"
-
-
-def enabled_by_env(value: str | None) -> bool:
-    """Whether a ``KANZOO_FUSED_KERNELS`` value (None: unset) leaves the kernels on."""
-    return (value or "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 _enabled = enabled_by_env(os.environ.get(ENV_VAR))
