@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kanzoo import runtime
-from kanzoo.layers import FAMILIES, KANConvBase, fused_kernels_enabled, set_fused_kernels
+from kanzoo.layers import BENCH_KWARGS, FAMILIES, KANConvBase, fused_kernels_enabled, set_fused_kernels
 
 DEFAULT_FAMILIES = tuple(FAMILIES)
 DEFAULT_GROUPS = ("1", "8", "dw")
@@ -34,20 +34,6 @@ QUICK_GROUPS = ("8", "dw")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 COLUMNS = ("family", "groups", "bases", "kanzoo_ms", "conv_ms", "limit_ms", "limit_kind", "vs_limit", "vs_conv",
            "saved_x", "conv_saved_x")
-
-# Family arguments giving "degree 3 or the family's equivalent".
-FAMILY_KWARGS: dict[str, dict[str, object]] = {
-    "kan": {"grid_size": 5, "spline_order": 3},
-    "fastkan": {"grid_size": 8},
-    "kacn": {"degree": 3},
-    "kaln": {"degree": 3},
-    "kagn": {"degree": 3},
-    "kajn": {"degree": 3},
-    "kabn": {"degree": 3},
-    "wavkan": {"num_wavelets": 4},
-    "relukan": {"grid_size": 5, "spline_order": 3},
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class LayerShape:
@@ -136,7 +122,7 @@ def make_layer(family: str, shape: LayerShape, groups: int, device: torch.device
         raise ValueError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}")
     cls = FAMILIES[family][1]
     return cls(shape.in_channels, shape.out_channels, shape.kernel_size, padding=shape.kernel_size // 2,
-               groups=groups, device=device, **FAMILY_KWARGS.get(family, {}))
+               groups=groups, device=device, **BENCH_KWARGS[family])
 
 
 LimitForward = Callable[[], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
@@ -167,7 +153,7 @@ def limit_forwards(layer: KANConvBase, expanded: torch.Tensor) -> dict[str, Limi
 
             def depthwise_sum(e=e, wd=wd):
                 y = F.conv2d(e, wd, None, 1, pad, 1, e.shape[1])
-                y = y.unflatten(1, (layer.in_channels, layer.expansion)).sum(2) + bias.view(1, -1, 1, 1)
+                y = y.unflatten(1, (layer.in_channels, layer.num_responses)).sum(2) + bias.view(1, -1, 1, 1)
                 return y, (e, wd, bias)
 
             forwards[f"dw+sum/{fmt_name}"] = depthwise_sum

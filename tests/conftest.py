@@ -319,7 +319,7 @@ def single_thread():
 @pytest.fixture(autouse=True)
 def _eager_expansion():
     """Keep the fused CPU kernels off unless a test turns them on (``fused_kernels`` fixture)."""
-    from kanzoo.layers import kernels
+    from kanzoo.layers.execution import compiled as kernels
 
     kernels.set_fused_kernels(False)
     yield

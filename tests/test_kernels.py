@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from kanzoo.bench import saved_activation_bytes
-from kanzoo.layers import FAMILIES, get_conv, kernels
+from kanzoo.layers import FAMILIES, get_conv
+from kanzoo.layers.execution import compiled as kernels
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -77,7 +78,7 @@ def test_channels_last_input_matches_eager(family: str, kwargs: dict, fused: lis
     layer = get_conv(family, 2)(8, 8, 3, padding=1, groups=8, **kwargs)
     x = torch.randn(*SHAPE)
     x_last = x.contiguous(memory_format=torch.channels_last)
-    assert not layer._channels_last_conv(x) and layer._channels_last_conv(x_last)
+    assert not layer.expander().channels_last(x) and layer.expander().channels_last(x_last)
     _compare_with_eager(layer, x_last)
     assert ("vjp", True) in fused
     with torch.no_grad():

@@ -71,23 +71,24 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], converter: str | None 
     return dict(state)
 
 
-def adapt_input_channels(weight: torch.Tensor, in_chans: int, expansion: int = 1) -> torch.Tensor:
-    """Adapt an input-side weight ``(O, C * expansion, *k)`` to ``in_chans`` input channels (see module doc)."""
+def adapt_input_channels(weight: torch.Tensor, in_chans: int, num_responses: int = 1) -> torch.Tensor:
+    """Adapt an input-side weight ``(O, C * num_responses, *k)`` to ``in_chans`` input channels (see module doc)."""
     out, fused, *kernel = weight.shape
-    if fused % expansion:
-        raise CheckpointMismatchError(f"weight of shape {tuple(weight.shape)} is not {expansion} responses per channel")
-    channels = fused // expansion
-    view = weight.float().reshape(out, channels, expansion, *kernel)
+    if fused % num_responses:
+        raise CheckpointMismatchError(f"weight of shape {tuple(weight.shape)} is not {num_responses} responses "
+                                      "per channel")
+    channels = fused // num_responses
+    view = weight.float().reshape(out, channels, num_responses, *kernel)
     if in_chans == 1:
         adapted = view.sum(dim=1, keepdim=True)
     else:
         repeats = math.ceil(in_chans / channels)
         adapted = view.repeat(1, repeats, *([1] * (view.dim() - 2)))[:, :in_chans] * (channels / in_chans)
-    return adapted.reshape(out, in_chans * expansion, *kernel).to(weight.dtype)
+    return adapted.reshape(out, in_chans * num_responses, *kernel).to(weight.dtype)
 
 
 def _first_layer_params(model: nn.Module, pretrained_cfg: Mapping[str, Any]) -> dict[str, int]:
-    """``{state key: expansion}`` of the input-side weights named by the model's ``first_conv``."""
+    """``{state key: responses per input channel}`` of the input-side weights named by the model's ``first_conv``."""
     traits = getattr(model, "_traits", {}) or {}
     names = traits.get("first_conv", pretrained_cfg.get("first_conv"))
     if not names:
@@ -100,7 +101,7 @@ def _first_layer_params(model: nn.Module, pretrained_cfg: Mapping[str, Any]) -> 
         except AttributeError:
             continue
         if isinstance(module, KANConvBase):
-            found[f"{name}.weight"] = module.expansion
+            found[f"{name}.weight"] = module.num_responses
         elif hasattr(module, "weight"):
             found[f"{name}.weight"] = 1
         for child_name, child in module.named_children():
@@ -125,11 +126,11 @@ def prepare_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module,
     """
     state = convert_state_dict(unwrap_checkpoint(state), converter)
     target = model.state_dict()
-    for key, expansion in _first_layer_params(model, pretrained_cfg).items():
+    for key, num_responses in _first_layer_params(model, pretrained_cfg).items():
         if key in state and key in target and state[key].shape != target[key].shape \
                 and state[key].shape[0] == target[key].shape[0] and state[key].shape[2:] == target[key].shape[2:]:
-            in_chans = target[key].shape[1] // expansion
-            state[key] = adapt_input_channels(state[key], in_chans, expansion)
+            in_chans = target[key].shape[1] // num_responses
+            state[key] = adapt_input_channels(state[key], in_chans, num_responses)
     head = _classifier_keys(model, pretrained_cfg)
     for key in head:
         if key in state and (key not in target or state[key].shape != target[key].shape):

@@ -8,13 +8,14 @@ weights end to end.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
 
+from .conv import KANConvBase, check_channels, check_conv_input
 from .helpers import ActSpec, NormSpec, create_act, create_norm
-from .kan_conv import FAMILIES, KANConvBase, _check_channels, check_conv_input
+from .registry import add_bottleneck
 
 _PLAIN_CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -28,9 +29,18 @@ def bottleneck_width(in_per_group: int, out_per_group: int, dim_reduction: float
 
 
 class BottleneckKANConvBase(nn.Module):
-    """Shared machinery of the bottleneck variants; subclasses set ``kan_conv`` (a KAN conv class)."""
+    """Shared machinery of the bottleneck variants; subclasses set ``kan_conv`` (a KAN conv class) and
+    register as that family's bottleneck variant when they are defined."""
 
-    kan_conv: type[KANConvBase]
+    kan_conv: ClassVar[type[KANConvBase]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kan_conv" in cls.__dict__:
+            if cls.__doc__ is None:
+                cls.__doc__ = (f"Bottleneck variant of :class:`{cls.kan_conv.__name__}`: 1x1 down, KAN conv, 1x1 up, "
+                               "plus a full-width base convolution over ``base_activation(x)``.")
+            add_bottleneck(cls.kan_conv.family, cls.kan_conv.ndim, cls)
 
     def __init__(
         self,
@@ -56,7 +66,7 @@ class BottleneckKANConvBase(nn.Module):
         **family_kwargs: Any,
     ) -> None:
         super().__init__()
-        _check_channels(in_channels, out_channels, groups)
+        check_channels(in_channels, out_channels, groups)
         if dim_reduction <= 0:
             raise ValueError(f"dim_reduction must be positive, got {dim_reduction}")
         ndim = self.kan_conv.ndim
@@ -90,30 +100,4 @@ class BottleneckKANConvBase(nn.Module):
         return y.squeeze(0) if unbatched else y
 
 
-def _bottleneck_classes(family: str) -> tuple[type[BottleneckKANConvBase], ...]:
-    classes = []
-    for conv_cls in FAMILIES[family]:
-        name = f"Bottleneck{conv_cls.__name__}"
-        doc = (f"Bottleneck variant of :class:`{conv_cls.__name__}`: 1x1 down, KAN conv, 1x1 up, plus a "
-               "full-width base convolution over ``base_activation(x)``.")
-        classes.append(type(name, (BottleneckKANConvBase,), {"kan_conv": conv_cls, "__doc__": doc,
-                                                             "__module__": __name__}))
-    return tuple(classes)
-
-
-BOTTLENECK_FAMILIES: dict[str, tuple[type[BottleneckKANConvBase], ...]] = {
-    family: _bottleneck_classes(family) for family in FAMILIES
-}
-BottleneckKANConv1d, BottleneckKANConv2d, BottleneckKANConv3d = BOTTLENECK_FAMILIES["kan"]
-BottleneckFastKANConv1d, BottleneckFastKANConv2d, BottleneckFastKANConv3d = BOTTLENECK_FAMILIES["fastkan"]
-BottleneckKACNConv1d, BottleneckKACNConv2d, BottleneckKACNConv3d = BOTTLENECK_FAMILIES["kacn"]
-BottleneckKALNConv1d, BottleneckKALNConv2d, BottleneckKALNConv3d = BOTTLENECK_FAMILIES["kaln"]
-BottleneckKAGNConv1d, BottleneckKAGNConv2d, BottleneckKAGNConv3d = BOTTLENECK_FAMILIES["kagn"]
-BottleneckKAJNConv1d, BottleneckKAJNConv2d, BottleneckKAJNConv3d = BOTTLENECK_FAMILIES["kajn"]
-BottleneckKABNConv1d, BottleneckKABNConv2d, BottleneckKABNConv3d = BOTTLENECK_FAMILIES["kabn"]
-BottleneckWavKANConv1d, BottleneckWavKANConv2d, BottleneckWavKANConv3d = BOTTLENECK_FAMILIES["wavkan"]
-BottleneckReLUKANConv1d, BottleneckReLUKANConv2d, BottleneckReLUKANConv3d = BOTTLENECK_FAMILIES["relukan"]
-
-__all__ = ["BottleneckKANConvBase", "BOTTLENECK_FAMILIES", "bottleneck_width"] + [
-    cls.__name__ for classes in BOTTLENECK_FAMILIES.values() for cls in classes
-]
+__all__ = ["BottleneckKANConvBase", "bottleneck_width"]
