@@ -17,6 +17,8 @@ from .conv import KANConvBase, check_channels, check_conv_input
 from .helpers import ActSpec, NormSpec, create_act, create_norm
 from .registry import add_bottleneck
 
+__all__ = ["BottleneckKANConvBase", "bottleneck_width"]
+
 _PLAIN_CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
@@ -99,5 +101,3 @@ class BottleneckKANConvBase(nn.Module):
         y = self.act(self.norm(y))
         return y.squeeze(0) if unbatched else y
 
-
-__all__ = ["BottleneckKANConvBase", "bottleneck_width"]
