@@ -7,12 +7,13 @@ Imports are read from the source (every ``import`` statement, also inside functi
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 
-from kanzoo.layers import BOTTLENECK_FAMILIES, FAMILIES, register_family
+from kanzoo.layers import BENCH_KWARGS, BOTTLENECK_FAMILIES, FAMILIES, register_family
 from kanzoo.layers.registry import add_conv
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kanzoo"
@@ -109,3 +110,15 @@ def test_a_family_class_without_dimensions_cannot_be_built() -> None:
     family_class = FAMILIES["kagn"][1].__mro__[1]
     with pytest.raises(TypeError, match=r"get_conv\('kagn', ndim=2\)"):
         family_class(4, 4, 3)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_layer_signatures_show_every_argument(family: str) -> None:
+    """``help(KAGNConv2d)`` shows the nn.ConvNd arguments, the family's and the common keyword ones."""
+    for cls in (*FAMILIES[family], *BOTTLENECK_FAMILIES[family]):
+        params = inspect.signature(cls).parameters
+        assert list(params)[:9] == ["in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                                    "groups", "bias", "padding_mode"]
+        assert set(BENCH_KWARGS[family]) | {"base_activation", "norm_layer", "dropout", "dtype"} <= set(params)
+        assert not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values())
+        inspect.signature(cls).bind(4, 8, 3, padding=1, **BENCH_KWARGS[family])

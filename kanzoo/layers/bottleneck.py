@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from .conv import KANConvBase, check_channels, check_conv_input
+from .conv import KANConvBase, check_channels, check_conv_input, signature_with_family_arguments
 from .helpers import ActSpec, NormSpec, create_act, create_norm
 from .registry import add_bottleneck
 
@@ -42,6 +42,7 @@ class BottleneckKANConvBase(nn.Module):
             if cls.__doc__ is None:
                 cls.__doc__ = (f"Bottleneck variant of :class:`{cls.kan_conv.__name__}`: 1x1 down, KAN conv, 1x1 up, "
                                "plus a full-width base convolution over ``base_activation(x)``.")
+            cls.__signature__ = signature_with_family_arguments(BottleneckKANConvBase.__init__, cls.kan_conv)
             add_bottleneck(cls.kan_conv.family, cls.kan_conv.ndim, cls)
 
     def __init__(

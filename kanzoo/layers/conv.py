@@ -15,8 +15,9 @@ How the expansion runs (eager or compiled, memory layouts, recomputation in back
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -50,6 +51,7 @@ class KANConvBase(nn.Module):
                 summary = next(k.__doc__ for k in cls.__mro__[1:] if k.__doc__).splitlines()[0]
                 cls.__doc__ = (f"{summary} ({cls.ndim}d; constructor as ``nn.Conv{cls.ndim}d``, "
                                "then family arguments).")
+            cls.__signature__ = signature_with_family_arguments(KANConvBase.__init__, cls)
             add_conv(cls.family, cls.ndim, cls)
 
     def __init__(
@@ -223,6 +225,19 @@ class KANConvBase(nn.Module):
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode!r}"
         return s + ", " + self.family_repr()
+
+
+def signature_with_family_arguments(init: Callable[..., None], layer_class: type[KANConvBase]) -> inspect.Signature:
+    """The signature of ``init`` (without ``self`` and ``**kwargs``) with the keyword-only family arguments of
+    ``layer_class`` first among its keyword-only ones, so that ``help()`` shows every argument a layer takes."""
+    own = [p for p in list(inspect.signature(init).parameters.values())[1:] if p.kind is not p.VAR_KEYWORD]
+    family: dict[str, inspect.Parameter] = {}
+    for klass in reversed(layer_class.__mro__[:layer_class.__mro__.index(KANConvBase)]):
+        for param in inspect.signature(klass.__dict__.get("__init__", object.__init__)).parameters.values():
+            if param.kind is param.KEYWORD_ONLY:
+                family.setdefault(param.name, param)
+    split = next((i for i, p in enumerate(own) if p.kind is p.KEYWORD_ONLY), len(own))
+    return inspect.Signature(own[:split] + list(family.values()) + own[split:])
 
 
 def check_conv_input(x: torch.Tensor, ndim: int, in_channels: int, name: str) -> None:
