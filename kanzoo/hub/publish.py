@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
+from ..models import KANSegmentationModel
 from .download import _hub_errors
 from .errors import HubError
 
@@ -51,7 +52,7 @@ def _check_model(model: nn.Module) -> str:
 def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], metrics: Mapping[str, Any] | None,
                 dataset: str | None, license: str | None, repo_id: str | None) -> str:
     num_params = sum(p.numel() for p in model.parameters())
-    task = "image-segmentation" if getattr(model, "is_segmentation", False) else "image-classification"
+    task = "image-segmentation" if isinstance(model, KANSegmentationModel) else "image-classification"
     lines = ["---", "library_name: timm", f"pipeline_tag: {task}", "tags:", f"- {task}", "- timm", "- kanzoo",
              "- kolmogorov-arnold-network"]
     if license:

@@ -129,15 +129,6 @@ def check_head_args(num_classes: int, global_pool: str | None, per_position: boo
                          "pass num_classes=0 or a pool type such as global_pool='avg'")
 
 
-def check_input_size(x: torch.Tensor, multiple: int, name: str) -> None:
-    """Raise a ``ValueError`` naming the multiple when H or W of ``x`` is not a multiple of ``multiple``."""
-    height, width = x.shape[-2:]
-    if height % multiple or width % multiple:
-        fit_h, fit_w = (math.ceil(s / multiple) * multiple for s in (height, width))
-        raise ValueError(f"{name} needs input height and width that are multiples of {multiple} (its output "
-                         f"stride), got {height}x{width}; pad or resize the input, e.g. to {fit_h}x{fit_w}")
-
-
 class KANClassifierMixin:
     """timm's classifier API; the model defines ``forward_features``.
 
