@@ -88,6 +88,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike[str], *,
     (e.g. a callable ``norm_layer``) cannot be saved and raise a ``ValueError`` naming them.
     """
     from safetensors.torch import save_file
+    # timm exports no config-only writer: its public save_for_hf also writes the weights (torch .bin by default,
+    # non-atomically, without the safetensors metadata), so the config writer is taken from its module
     from timm.models._hub import save_config_for_hf
 
     architecture = _check_model(model)
