@@ -12,8 +12,7 @@ dependencies = ["torch", "torchvision", "timm", "huggingface_hub", "safetensors"
 
 def _entry_point(name, tagged):
     import kanzoo
-    from timm.models import get_arch_name
-    from timm.models._registry import model_entrypoint
+    from timm.models import get_arch_name, model_entrypoint
 
     architecture = get_arch_name(name)
     tags = [t for t in tagged if get_arch_name(t) == architecture]

@@ -19,6 +19,7 @@ from torch import nn
 import kanzoo
 from kanzoo.layers import KANConvBase, conv_names
 from kanzoo.layers.bottleneck import BottleneckKANConvBase
+from kanzoo.models import KANSegmentationModel
 
 MODELS = kanzoo.list_models()
 SIZE = 64  # every entry accepts it (deepest reduction 32) and keeps 2x2 maps there (InstanceNorm needs > 1)
@@ -239,6 +240,45 @@ def test_segmentation_contract(name: str) -> None:
         assert model(torch.randn(1, 3, 2 * stride, stride)).shape == (1, 3, 2 * stride, stride)
         with pytest.raises(ValueError, match=rf"multiples of {stride}\b.*{stride + 8}x{stride}"):
             model(torch.randn(1, 3, stride + 8, stride))
+
+
+@pytest.mark.parametrize("name", SEGMENTATION)
+def test_segmentation_base_predicts_masks_and_freezes_the_encoder(name: str) -> None:
+    model = tiny(name, num_classes=3).eval()
+    assert isinstance(model, KANSegmentationModel)
+    x = torch.randn(2, 3, model.output_stride, 2 * model.output_stride)
+    masks = model.predict(x)
+    with torch.no_grad():
+        logits = model(x)
+    assert masks.shape == (2, *x.shape[-2:]) and masks.dtype == torch.int64 and not masks.requires_grad
+    assert torch.equal(masks, logits.argmax(1))
+    encoder = {id(p) for p in model.encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in encoder]
+    assert encoder and rest
+    model.freeze_encoder()
+    model.train()
+    model(x).square().mean().backward()
+    assert all(not p.requires_grad and p.grad is None for p in model.encoder.parameters())
+    assert all(p.requires_grad and p.grad is not None for p in rest)
+    model.freeze_encoder(False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_binary_segmentation_predicts_where_the_single_logit_is_positive() -> None:
+    model = tiny("u2kanet_small", num_classes=1).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model.head.bias -= model(x).median()  # about half of the pixels on each side of 0
+        logits = model(x)
+    masks = model.predict(x)
+    assert masks.shape == (2, 32, 32) and set(masks.unique().tolist()) == {0, 1}
+    assert torch.equal(masks, (logits[:, 0] > 0).long())
+
+
+def test_segmentation_models_refuse_no_classes() -> None:
+    for name in ("ukanet_18", "u2kanet_small"):
+        with pytest.raises(ValueError, match="num_classes must be >= 1 for a segmentation model"):
+            tiny(name, num_classes=0)
 
 
 @pytest.mark.parametrize("conv", conv_names())

@@ -28,7 +28,8 @@ from kanzoo.cli import main as cli_main
 from kanzoo.tasks import TaskError, evaluate, export_model, finetune, predict, quickstart, segment
 from kanzoo.tasks.classification import CLASSIFICATION_COLUMNS
 from kanzoo.tasks.data import discover_classification, discover_segmentation
-from kanzoo.tasks.modeling import label_names
+from kanzoo.tasks.modeling import is_segmentation, label_names
+from kanzoo.tasks.segmentation import mask_image, predict_mask
 from kanzoo.tasks.runs import RunFolder
 from kanzoo.tasks.synthetic import make_classification_folder, make_segmentation_folder
 
@@ -292,6 +293,25 @@ def test_imagenet_heads_get_imagenet_class_names():
     model = kanzoo.create_model("reskanet_18", width=0.0625)
     names = label_names(model)
     assert len(names) == 1000 and names[1].startswith("goldfish")
+
+
+def test_tasks_tell_segmentation_models_by_their_base_class(tmp_path):
+    seg = kanzoo.create_model("u2kanet_small", width=0.125, num_classes=1).eval()
+    classifier = kanzoo.create_model("reskanet_18", width=0.0625, num_classes=2)
+    classifier.is_segmentation = True  # the old flag alone no longer makes a segmentation model
+    wrapper = torch.nn.Module()
+    wrapper.module = seg  # how DistributedDataParallel holds the model
+    assert is_segmentation(seg) and is_segmentation(wrapper) and not is_segmentation(classifier)
+    card = (kanzoo.save_pretrained(classifier, tmp_path / "cls") / "README.md").read_text()
+    assert "pipeline_tag: image-classification" in card
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        seg.head.bias -= seg(x).median()  # about half of the pixels on each side of 0
+    mask = predict_mask(seg, x[0], torch.device("cpu"))
+    assert mask.dtype == np.uint8 and np.array_equal(mask, seg.predict(x)[0].numpy())
+    assert set(np.unique(mask).tolist()) == {0, 1}  # one logit: foreground is class 1, as in binary masks
+    rgb = np.asarray(mask_image(mask, seg.num_classes).convert("RGB"))
+    assert rgb[mask == 1].all()  # the saved PNG gives class 1 a colour
 
 
 def test_push_to_hub_uploads_the_best_model(cls_data, tmp_path, local_hub, hf_cache):

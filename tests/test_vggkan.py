@@ -135,3 +135,67 @@ def test_negative_num_classes_is_refused():
     with pytest.raises(ValueError, match="num_classes must be >= 0"):
         model.reset_classifier(-2)
     assert model.num_classes == 3 and model.get_classifier().out_features == 3
+
+
+def _conv_widths(model):
+    return [m.out_channels for m in model.features if not isinstance(m, torch.nn.MaxPool2d)]
+
+
+def _shapes(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_width_is_a_float_multiplier_and_width_multiplier_its_alias():
+    small = dict(cfg=[4, "M", 8, "M", 8], degree=2, num_classes=3)
+    assert _conv_widths(kanzoo.create_model("vggkan_11", **small)) == [8, 16, 16]  # default 2, as published
+    half = kanzoo.create_model("vggkan_11", width=0.5, **small)
+    assert _conv_widths(half) == [2, 4, 4]
+    assert half(torch.randn(1, 3, 8, 8)).shape == (1, 3)
+    assert _shapes(kanzoo.create_model("vggkan_11", width_multiplier=0.5, **small)) == _shapes(half)
+    assert _conv_widths(VGGKAN(cfg=[4, "M", 8], width=1.5)) == [6, 12]
+    with pytest.raises(TypeError, match=r"width=0\.5 and width_multiplier=1.*pass only width="):
+        kanzoo.create_model("vggkan_11", width=0.5, width_multiplier=1, **small)
+    with pytest.raises(ValueError, match="width must be positive"):
+        kanzoo.create_model("vggkan_11", width=0, **small)
+
+
+def test_depthwise_groups_use_the_gcd_of_each_conv():
+    model = kanzoo.create_model("vggkan_11", **dict(TINY, cfg=[4, "M", 6, "M", 8, 8], groups="depthwise"))
+    assert [m.groups for m in model.features if not isinstance(m, torch.nn.MaxPool2d)] == [1, 2, 2, 8]
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    with pytest.raises(ValueError, match="groups must be a positive int or 'depthwise'"):
+        kanzoo.create_model("vggkan_11", **dict(TINY, groups="grouped"))
+
+
+def test_conv_kwargs_and_loose_family_kwargs_merge():
+    base = dict(cfg=[4, "M", 8], width=1, num_classes=3, conv="kacn")
+    assert kanzoo.create_model("vggkan_11", **base).features[2].degree == 5  # the entries' default degree
+    from_dict = kanzoo.create_model("vggkan_11", conv_kwargs=dict(degree=2), **base)
+    assert [from_dict.features[i].degree for i in (0, 2)] == [2, 2]
+    assert kanzoo.create_model("vggkan_11", conv_kwargs=dict(degree=2), degree=3, **base).features[2].degree == 3
+    spline = kanzoo.create_model("vggkan_11", **dict(base, conv="kan"), conv_kwargs=dict(grid_size=3), spline_order=2)
+    assert (spline.features[2].grid_size, spline.features[2].spline_order) == (3, 2)
+    relu = kanzoo.create_model("vggkan_11", act_layer="relu", **base)
+    assert isinstance(relu.features[2].act, torch.nn.ReLU)
+    dropped = kanzoo.create_model("vggkan_11", conv_drop_rate=0.5, **base)
+    assert not isinstance(dropped.features[0].dropout, torch.nn.Dropout)  # the stem has no conv dropout
+    assert dropped.features[2].dropout.p == 0.5
+
+
+def test_unknown_and_conflicting_kwargs_are_named():
+    base = dict(cfg=[4, "M", 8], width=1)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['grid_size'\].*conv='bottleneck_kagn'"):
+        kanzoo.create_model("vggkan_11", grid_size=3, **base)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['nope'\]"):
+        VGGKAN(conv_kwargs=dict(nope=1), **base)
+    with pytest.raises(TypeError, match=r"set by the architecture"):
+        kanzoo.create_model("vggkan_11", kernel_size=5, **base)
+    with pytest.raises(TypeError, match=r"conv_drop_rate= instead of dropout="):
+        kanzoo.create_model("vggkan_11", dropout=0.1, **base)
+
+
+def test_unpooled_head_keeps_per_position_logits_on_reset():
+    model = kanzoo.create_model("vggkan_11", **TINY).eval()
+    model.reset_classifier(4, global_pool="")
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 4, 4, 4)
+    assert model.get_classifier() is model.classifier[1] and model.global_pool.pool_type == ""

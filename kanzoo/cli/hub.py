@@ -8,8 +8,7 @@ import sys
 from typing import Any
 
 import torch
-from timm.models import get_arch_name
-from timm.models._registry import model_entrypoint
+from timm.models import get_arch_name, model_entrypoint
 
 from kanzoo.hub import HubError, download_weights, manifest, resolve_tag
 from kanzoo.models import create_model, is_model

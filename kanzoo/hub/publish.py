@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
+from ..models import KANSegmentationModel
 from .download import _hub_errors
 from .errors import HubError
 
@@ -51,7 +52,7 @@ def _check_model(model: nn.Module) -> str:
 def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], metrics: Mapping[str, Any] | None,
                 dataset: str | None, license: str | None, repo_id: str | None) -> str:
     num_params = sum(p.numel() for p in model.parameters())
-    task = "image-segmentation" if getattr(model, "is_segmentation", False) else "image-classification"
+    task = "image-segmentation" if isinstance(model, KANSegmentationModel) else "image-classification"
     lines = ["---", "library_name: timm", f"pipeline_tag: {task}", "tags:", f"- {task}", "- timm", "- kanzoo",
              "- kolmogorov-arnold-network"]
     if license:
@@ -87,6 +88,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike[str], *,
     (e.g. a callable ``norm_layer``) cannot be saved and raise a ``ValueError`` naming them.
     """
     from safetensors.torch import save_file
+    # timm exports no config-only writer: its public save_for_hf also writes the weights (torch .bin by default,
+    # non-atomically, without the safetensors metadata), so the config writer is taken from its module
     from timm.models._hub import save_config_for_hf
 
     architecture = _check_model(model)

@@ -2,10 +2,12 @@
 
 from . import densekanet, reskanet, u2kanet, ukanet, vggkan
 from ._registry import create_model, is_model, list_models
+from ._segmentation import KANSegmentationModel
 from .densekanet import DenseKANet
 from .reskanet import ResKANet
 from .u2kanet import U2KANet
 from .ukanet import UKANet
 from .vggkan import VGGKAN
 
-__all__ = ["create_model", "is_model", "list_models", "DenseKANet", "ResKANet", "U2KANet", "UKANet", "VGGKAN"]
+__all__ = ["create_model", "is_model", "list_models", "DenseKANet", "KANSegmentationModel", "ResKANet", "U2KANet",
+           "UKANet", "VGGKAN"]

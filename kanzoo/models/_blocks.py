@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from timm.layers import ClassifierHead
@@ -93,9 +93,13 @@ class KANConvFactory:
         return int(self.groups)
 
     def __call__(self, in_chs: int, out_chs: int, kernel_size: int = 3, *, stride: int = 1, dilation: int = 1,
-                 grouped: bool = False, act: bool = True, plain: bool = False) -> nn.Module:
-        """A KAN conv with 'same'-style padding; ``grouped`` applies ``groups=``; ``plain`` drops the bottleneck."""
+                 grouped: bool = False, act: bool = True, plain: bool = False,
+                 dropout: float | None = None) -> nn.Module:
+        """A KAN conv with 'same'-style padding; ``grouped`` applies ``groups=``; ``plain`` drops the bottleneck;
+        ``dropout`` (when given) replaces the family's dropout for this conv."""
         cls, kwargs = (self.plain_cls, self.plain_kwargs) if plain else (self.conv_cls, self.family_kwargs)
+        if dropout is not None:
+            kwargs = {**kwargs, "dropout": dropout}
         groups = self.block_groups(in_chs, out_chs) if grouped else 1
         padding = dilation * (kernel_size - 1) // 2
         return cls(in_chs, out_chs, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -115,30 +119,33 @@ def make_head(num_features: int, num_classes: int, global_pool: str, drop_rate: 
     return ClassifierHead(num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
 
 
-def check_head_args(num_classes: int, global_pool: str | None) -> None:
-    """Raise for a head that cannot work: negative classes, or classes without pooling."""
+def check_head_args(num_classes: int, global_pool: str | None, per_position: bool = False) -> None:
+    """Raise for a head that cannot work: negative classes, or classes without pooling (unless the head
+    applies its linear layer at every position, ``per_position``)."""
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
-    if global_pool == "" and num_classes > 0:
+    if global_pool == "" and num_classes > 0 and not per_position:
         raise ValueError("global_pool='' (no pooling) returns the feature map and needs num_classes=0; "
                          "pass num_classes=0 or a pool type such as global_pool='avg'")
 
 
-def check_input_size(x: torch.Tensor, multiple: int, name: str) -> None:
-    """Raise a ``ValueError`` naming the multiple when H or W of ``x`` is not a multiple of ``multiple``."""
-    height, width = x.shape[-2:]
-    if height % multiple or width % multiple:
-        fit_h, fit_w = (math.ceil(s / multiple) * multiple for s in (height, width))
-        raise ValueError(f"{name} needs input height and width that are multiples of {multiple} (its output "
-                         f"stride), got {height}x{width}; pad or resize the input, e.g. to {fit_h}x{fit_w}")
-
-
 class KANClassifierMixin:
-    """timm's classifier API over a ``ClassifierHead`` named ``head``; the model defines ``forward_features``."""
+    """timm's classifier API; the model defines ``forward_features``.
 
+    The default head is a ``ClassifierHead`` named ``head``. A model with another head layout overrides
+    ``forward_head``, ``get_classifier``, ``_head_pool_type`` and ``_reset_head``. A head that applies its
+    linear layer at every position of an unpooled map sets ``per_position_logits = True``, which allows
+    ``global_pool=''`` with classes (logits ``(N, num_classes, H, W)``).
+    """
+
+    per_position_logits: ClassVar[bool] = False
     head: ClassifierHead
     num_classes: int
     grad_checkpointing: bool
+
+    def _check_head(self, num_classes: int, global_pool: str | None) -> None:
+        """Raise a ``ValueError`` for a head this model cannot build (see :func:`check_head_args`)."""
+        check_head_args(num_classes, global_pool, per_position=self.per_position_logits)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, dropout and classify a feature map; ``pre_logits`` stops after pooling."""
@@ -152,10 +159,17 @@ class KANClassifierMixin:
         """The final linear layer (``nn.Identity`` when ``num_classes == 0``)."""
         return self.head.fc
 
+    def _head_pool_type(self) -> str:
+        """The head's timm pool type (``''`` for none)."""
+        return self.head.global_pool.pool_type
+
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` (0 removes it), optionally re-pooling."""
-        check_head_args(num_classes, self.head.global_pool.pool_type if global_pool is None else global_pool)
+        self._check_head(num_classes, self._head_pool_type() if global_pool is None else global_pool)
         self.num_classes = num_classes
+        self._reset_head(num_classes, global_pool)
+
+    def _reset_head(self, num_classes: int, global_pool: str | None) -> None:
         self.head.reset(num_classes, pool_type=global_pool)
 
     @torch.jit.ignore

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from timm.models import build_model_with_cfg
-from timm.models._builder import resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from torch import nn
 
 StateDict = dict[str, Any]

@@ -6,8 +6,7 @@ import difflib
 from typing import Any
 
 import timm
-from timm.models import get_arch_name
-from timm.models._registry import _model_entrypoints
+from timm.models import get_arch_name, model_entrypoint
 from torch import nn
 
 from ._builder import check_model_source
@@ -16,9 +15,14 @@ _PACKAGE = "kanzoo."
 _SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
-def _kanzoo_architectures() -> set[str]:
-    """Names of the registered entry points that live in kanzoo's modules."""
-    return {name for name, fn in _model_entrypoints.items() if fn.__module__.startswith(_PACKAGE)}
+def _is_kanzoo_architecture(arch: str) -> bool:
+    """Whether ``arch`` is a registered entry point that lives in one of kanzoo's modules."""
+    return timm.is_model(arch) and model_entrypoint(arch).__module__.startswith(_PACKAGE)
+
+
+def _kanzoo_architectures() -> list[str]:
+    """Names of the registered entry points that live in kanzoo's modules (sorted as timm sorts)."""
+    return [name for name in timm.list_models() if _is_kanzoo_architecture(name)]
 
 
 def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
@@ -26,14 +30,13 @@ def list_models(pattern: str | None = None, pretrained: bool = False) -> list[st
 
     With ``pretrained=True`` only entries with downloadable weights are listed, as ``'arch.tag'`` names.
     """
-    ours = _kanzoo_architectures()
     names = timm.list_models(filter=pattern or "", pretrained=pretrained)
-    return [name for name in names if get_arch_name(name) in ours]
+    return [name for name in names if _is_kanzoo_architecture(get_arch_name(name))]
 
 
 def is_model(name: str) -> bool:
     """Whether ``name`` (``'arch'`` or ``'arch.tag'``) is one of kanzoo's registry entries."""
-    return get_arch_name(name) in _kanzoo_architectures()
+    return _is_kanzoo_architecture(get_arch_name(name))
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -53,7 +56,7 @@ def _unknown_model_message(name: str) -> str:
     ours = sorted(_kanzoo_architectures())
     close = difflib.get_close_matches(get_arch_name(name), ours, n=3)
     message = f"unknown kanzoo model {name!r}"
-    if get_arch_name(name) in _model_entrypoints:
+    if timm.is_model(name):
         message += " (it is a timm model: build it with timm.create_model)"
     if close:
         message += f"; did you mean {' or '.join(map(repr, close))}?"

@@ -15,8 +15,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from timm.models import generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from torch import nn
 
 from kanzoo.layers import create_act, create_norm
@@ -37,11 +36,12 @@ def _shortcut(in_chs: int, out_chs: int, stride: int, norm_layer: Any) -> nn.Mod
 class BasicKANBlock(nn.Module):
     """Two 3x3 KAN convs and a shortcut: ``act(conv2(conv1(x)) + shortcut(x))``."""
 
-    expansion = 1
+    channel_ratio = 1
+    """Output channels per plane: the block maps to ``planes * channel_ratio`` channels."""
 
     def __init__(self, make: KANConvFactory, in_chs: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        out_chs = planes * self.expansion
+        out_chs = planes * self.channel_ratio
         self.conv1 = make(in_chs, planes, 3, stride=stride, grouped=True)
         self.conv2 = make(planes, out_chs, 3, grouped=True, act=False)
         self.downsample = _shortcut(in_chs, out_chs, stride, make.norm_layer)
@@ -54,11 +54,12 @@ class BasicKANBlock(nn.Module):
 class BottleneckKANBlock(nn.Module):
     """1x1, 3x3 (strided, grouped) and 1x1 KAN convs to ``4 * planes`` channels, plus a shortcut."""
 
-    expansion = 4
+    channel_ratio = 4
+    """Output channels per plane: the block maps to ``planes * channel_ratio`` channels."""
 
     def __init__(self, make: KANConvFactory, in_chs: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        out_chs = planes * self.expansion
+        out_chs = planes * self.channel_ratio
         self.conv1 = make(in_chs, planes, 1)
         self.conv2 = make(planes, planes, 3, stride=stride, grouped=True)
         self.conv3 = make(planes, out_chs, 1, act=False)
@@ -77,7 +78,8 @@ class ResKANet(KANClassifierMixin, nn.Module):
 
     Args:
         layers: blocks per stage (four stages, strides 4, 8, 16, 32).
-        block: ``'basic'`` (two 3x3 convs) or ``'bottleneck'`` (1x1, 3x3, 1x1 with 4x expansion).
+        block: ``'basic'`` (two 3x3 convs) or ``'bottleneck'`` (1x1, 3x3, 1x1 convs to 4x the block's planes,
+            its ``channel_ratio``).
         in_chans, num_classes, global_pool, drop_rate: as in timm (``num_classes=0`` gives pooled features).
         conv: KAN conv family (any name ``kanzoo.layers.get_conv`` accepts).
         conv_kwargs: family arguments as a dict; loose ``**family_kwargs`` (``degree=5``) are merged in.
@@ -114,7 +116,7 @@ class ResKANet(KANClassifierMixin, nn.Module):
             blocks = []
             for i in range(depth):
                 blocks.append(block_cls(make, chs, planes, stride if i == 0 else 1))
-                chs = planes * block_cls.expansion
+                chs = planes * block_cls.channel_ratio
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"layer{index + 1}"))
         self.num_features = self.head_hidden_size = chs

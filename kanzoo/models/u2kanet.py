@@ -20,10 +20,10 @@ from torch.utils.checkpoint import checkpoint
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
-from kanzoo.models._blocks import (IMAGENET_MEAN, IMAGENET_STD, GroupsSpec, KANConvFactory, check_input_size,
-                                   make_factory, scale_channels)
+from kanzoo.models._blocks import IMAGENET_MEAN, IMAGENET_STD, GroupsSpec, KANConvFactory, make_factory, scale_channels
 from kanzoo.models._builder import build_kan_model
 from kanzoo.models._pretrained import pretrained_cfgs
+from kanzoo.models._segmentation import KANSegmentationModel
 
 __all__ = ["U2KANet", "RSUBlock"]
 
@@ -91,7 +91,7 @@ class RSUBlock(nn.Module):
         return h + projected
 
 
-class U2KANet(nn.Module):
+class U2KANet(KANSegmentationModel):
     """U^2-Net of KAN convolutions: nested RSU blocks, six side outputs fused by a 1x1 conv (``head``).
 
     Args:
@@ -101,15 +101,15 @@ class U2KANet(nn.Module):
         drop_rate: dropout on the concatenated side outputs before the fusion conv.
         conv, conv_kwargs, groups, width, norm_layer, act_layer, **family_kwargs: as in ``ResKANet``;
         ``width`` multiplies every mid and out channel count.
-    """
 
-    is_segmentation = True
+    ``freeze_encoder()`` freezes the six encoder stages (``encoder``); decoder, side outputs and head keep training.
+    """
 
     def __init__(self, stages: str | tuple[Sequence[StageSpec], Sequence[StageSpec]] = "full", in_chans: int = 3,
                  num_classes: int = 1, drop_rate: float = 0.0, conv: str = "kagn",
                  conv_kwargs: dict[str, Any] | None = None, groups: GroupsSpec = 1, width: float = 1.0,
                  norm_layer: Any = "batch", act_layer: Any = "silu", **family_kwargs: Any) -> None:
-        super().__init__()
+        super().__init__(num_classes, in_chans)
         if isinstance(stages, str):
             layouts = {"full": _U2NET, "small": _U2NET_SMALL}
             if stages not in layouts:
@@ -119,11 +119,7 @@ class U2KANet(nn.Module):
         if len(decoder_specs) != len(encoder_specs) - 1:
             raise ValueError(f"U2KANet needs one decoder stage fewer than encoder stages, got {len(encoder_specs)} "
                              f"and {len(decoder_specs)}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 for a segmentation model, got {num_classes}")
         make = make_factory(conv, groups, conv_kwargs, family_kwargs, norm_layer, act_layer)
-        self.num_classes = num_classes
-        self.in_chans = in_chans
 
         def build(height: int, dilated: bool, in_chs: int, mid: int, out: int) -> RSUBlock:
             return RSUBlock(make, height, in_chs, scale_channels(mid, width), scale_channels(out, width), dilated)
@@ -158,7 +154,7 @@ class U2KANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fused logits ``(N, num_classes, H, W)``; H and W must be multiples of ``output_stride``."""
-        check_input_size(x, self.output_stride, type(self).__name__)
+        self.check_input(x)
         skips = []
         h = x
         for i, stage in enumerate(self.encoder):

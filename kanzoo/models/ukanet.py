@@ -21,11 +21,11 @@ from torch.utils.checkpoint import checkpoint
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
-from kanzoo.models._blocks import (IMAGENET_MEAN, IMAGENET_STD, GroupsSpec, KANConvFactory, check_input_size,
-                                   make_factory)
+from kanzoo.models._blocks import IMAGENET_MEAN, IMAGENET_STD, GroupsSpec, KANConvFactory, make_factory
 from kanzoo.models._builder import build_kan_model
 from kanzoo.models._pretrained import pretrained_cfgs
 from kanzoo.models._registry import create_model
+from kanzoo.models._segmentation import KANSegmentationModel
 
 __all__ = ["UKANet", "DecoderStage"]
 
@@ -45,23 +45,23 @@ class DecoderStage(nn.Module):
         return self.conv2(self.conv1(x))
 
 
-class UKANet(nn.Module):
+class UKANet(KANSegmentationModel):
     """U-Net of KAN convolutions on a kanzoo classification encoder.
 
     Args:
         encoder: registry name of the encoder (``'reskanet_18'``, ``'vggkan_11'``, ``'densekanet_121'``...).
-        encoder_kwargs: extra arguments for the encoder only (e.g. ``dict(width_multiplier=1)`` for VGGKAN).
+        encoder_kwargs: extra arguments for the encoder only (e.g. ``dict(cfg='v2')`` for VGGKAN).
         pretrained_encoder: load the encoder's pretrained weights (when its entry has them).
         in_chans, num_classes: input channels and logit channels.
         decoder_channels: widths of the decoder stages, deepest first (default: the skip widths).
         drop_rate: dropout before the 1x1 head.
         conv, conv_kwargs, groups, norm_layer, act_layer, **family_kwargs: the decoder's KAN convs (as in
             ``ResKANet``; default Gram). Those given explicitly go to the encoder too.
-        width: channel multiplier passed to the encoder (ResKANet and DenseKANet take it); the decoder
+        width: channel multiplier passed to the encoder (every kanzoo classifier takes it); the decoder
             follows the encoder's widths.
-    """
 
-    is_segmentation = True
+    ``freeze_encoder()`` freezes the classification encoder (``encoder``); the decoder and head keep training.
+    """
 
     def __init__(self, encoder: str = "reskanet_18", encoder_kwargs: dict[str, Any] | None = None,
                  pretrained_encoder: bool = False, in_chans: int = 3, num_classes: int = 1,
@@ -69,9 +69,7 @@ class UKANet(nn.Module):
                  conv_kwargs: dict[str, Any] | None = None, groups: GroupsSpec | None = None,
                  width: float | None = None, norm_layer: Any = "batch", act_layer: Any = "silu",
                  **family_kwargs: Any) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 for a segmentation model, got {num_classes}")
+        super().__init__(num_classes, in_chans)
         shared = dict(conv=conv, conv_kwargs=conv_kwargs, groups=groups, width=width)
         shared = {key: value for key, value in shared.items() if value is not None}
         enc_args = {**shared, **family_kwargs, **(encoder_kwargs or {})}
@@ -80,8 +78,6 @@ class UKANet(nn.Module):
                                     out_indices=tuple(range(levels)), in_chans=in_chans, **enc_args)
         channels = self.encoder.feature_info.channels()
         reductions = self.encoder.feature_info.reduction()
-        self.num_classes = num_classes
-        self.in_chans = in_chans
         self.output_stride = int(max(reductions))
         make = make_factory(conv or "kagn", 1 if groups is None else groups, conv_kwargs, family_kwargs,
                             norm_layer, act_layer)
@@ -110,7 +106,7 @@ class UKANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes, H, W)``; H and W must be multiples of ``output_stride``."""
-        check_input_size(x, self.output_stride, type(self).__name__)
+        self.check_input(x)
         features = self.encoder(x)
         h = features[-1]
         skips = features[-2::-1]

@@ -13,7 +13,6 @@ InstanceNorm). ``vggkan_13/16/19`` deepen the VGG11v4 stages the way VGG13/16/19
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any, Mapping, Sequence, Union
 
@@ -23,10 +22,11 @@ from timm.models import generate_default_cfgs, register_model
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import BottleneckKANConvBase, canonical_conv_name, convert_tck_kagn_state_dict, get_conv
-from ._blocks import IMAGENET_MEAN, IMAGENET_STD, accepted_kwargs
-from ._builder import build_kan_model
-from ._pretrained import pretrained_cfgs
+from kanzoo.layers import BottleneckKANConvBase, convert_tck_kagn_state_dict, get_conv
+from kanzoo.models._blocks import (IMAGENET_MEAN, IMAGENET_STD, GroupsSpec, KANClassifierMixin, KANConvFactory,
+                                   accepted_kwargs, make_factory, scale_channels)
+from kanzoo.models._builder import build_kan_model
+from kanzoo.models._pretrained import pretrained_cfgs
 
 __all__ = ["VGGKAN", "VGG_LAYOUTS", "convert_tck_vgg_state_dict", "is_tck_vgg_state_dict"]
 
@@ -41,8 +41,9 @@ VGG_LAYOUTS: dict[str, list[LayoutItem]] = {
     "v4_19": [16, 16, "M", 32, 32, "M", 64, 64, 64, 64, "M", 128, 128, 128, 128, "M", 128, 128, 128, 128, "M",
               256, 256],
 }
-"""Stage layouts before the width multiplier (the published networks use ``width_multiplier=2``)."""
+"""Stage layouts before the width multiplier (the published networks use ``width=2``)."""
 
+_DEFAULT_WIDTH = 2.0
 _POLYNOMIAL_DEFAULT_DEGREE = 5
 _ORIGINAL_LAYER_KEY = re.compile(r"^features\.(\d+)\.poly_weights$")
 
@@ -59,19 +60,25 @@ def _check_layout(cfg: Sequence[LayoutItem]) -> list[LayoutItem]:
     return layout
 
 
+def _resolve_width(width: float | None, width_multiplier: float | None) -> float:
+    """``width``, or its former name ``width_multiplier``, or the default 2; both together are refused."""
+    if width is not None and width_multiplier is not None:
+        raise TypeError(f"VGGKAN got width={width!r} and width_multiplier={width_multiplier!r}, two names for the "
+                        "same multiplier; pass only width=")
+    chosen = width if width is not None else width_multiplier
+    return _DEFAULT_WIDTH if chosen is None else chosen
+
+
 _RGB = 3
 
 
-def _stem_conv(conv_cls: type[nn.Module], in_chans: int, width: int, norm_layer: str | None,
-               conv_kwargs: dict[str, Any]) -> nn.Module:
+def _stem_conv(make: KANConvFactory, in_chans: int, width: int) -> nn.Module:
     """The first conv (groups=1, no dropout). A bottleneck stem keeps the inner width it has for RGB input
     whatever ``in_chans`` is (only its input-side 1x1 and base convs take ``in_chans``), so RGB
     weights adapt to other channel counts by summing or repeating over the input channels."""
-    make = functools.partial(conv_cls, kernel_size=3, padding=1, bias=False, norm_layer=norm_layer,
-                             act_layer="silu", **conv_kwargs)
-    if not issubclass(conv_cls, BottleneckKANConvBase) or in_chans == _RGB:
-        return make(in_chans, width)
-    stem = make(_RGB, width)
+    if not issubclass(make.conv_cls, BottleneckKANConvBase) or in_chans == _RGB:
+        return make(in_chans, width, 3)
+    stem = make(_RGB, width, 3)
     stem.inner_proj = nn.Conv2d(in_chans, stem.inner_channels, 1, bias=False)
     if stem.base_conv is not None:
         stem.base_conv = nn.Conv2d(in_chans, width, 3, padding=1, bias=False)
@@ -79,22 +86,28 @@ def _stem_conv(conv_cls: type[nn.Module], in_chans: int, width: int, norm_layer:
     return stem
 
 
-class VGGKAN(nn.Module):
+class VGGKAN(KANClassifierMixin, nn.Module):
     """VGG-style KAN classifier: 3x3 KAN convs and max-pools, global pool, dropout, linear head.
 
     Args:
         cfg: stage layout (conv widths and ``'M'``), or a name from :data:`VGG_LAYOUTS`.
         num_classes: classifier outputs; 0 gives the pooled feature vector.
         in_chans: input channels.
-        conv: KAN conv family name (``'bottleneck_kagn'``, ``'kagn'``, ``'kacn'``, ...; see ``conv_names()``).
+        conv: KAN conv family (any name ``kanzoo.layers.get_conv`` accepts: ``'bottleneck_kagn'``, ``'kagn'``...).
         norm_layer: norm after each conv (``'batch'``, ``'instance'`` (affine), ``'layer'``, ``'group'``, None).
-        width_multiplier: every width in ``cfg`` is multiplied by this.
-        groups: groups of every conv after the first (the first always has ``groups=1``).
+        width: multiplier of every width in ``cfg`` (rounded, at least 1); None means 2, the published networks.
+        groups: groups of every conv after the first (an int, or ``'depthwise'``: ``gcd(in, out)`` per conv);
+            the first conv has ``groups=1``.
         drop_rate: dropout before the classifier.
-        conv_drop_rate: dropout inside every conv after the first (train only).
-        global_pool: timm pool type (``'avg'``, ``'max'``, ``'avgmax'``, ``'catavgmax'``, ``''`` for none).
-        **conv_kwargs: family arguments for every conv (``degree=``, ``grid_size=``, ``dim_reduction=``...).
+        conv_drop_rate: dropout inside every conv after the first (train only; the first has none).
+        global_pool: timm pool type (``'avg'``, ``'max'``, ``'avgmax'``, ``'catavgmax'``, ``''`` for none; with
+            ``num_classes > 0`` and no pooling the linear layer is applied at every position).
+        conv_kwargs: family arguments as a dict; loose ``**family_kwargs`` (``degree=5``) are merged in.
+        act_layer: activation after each conv's norm.
+        width_multiplier: the former name of ``width``; give one of the two.
     """
+
+    per_position_logits = True
 
     def __init__(
         self,
@@ -102,13 +115,17 @@ class VGGKAN(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         conv: str = "bottleneck_kagn",
-        norm_layer: str | None = "batch",
-        width_multiplier: int = 2,
-        groups: int = 1,
+        norm_layer: Any = "batch",
+        width: float | None = None,
+        groups: GroupsSpec = 1,
         drop_rate: float = 0.25,
         conv_drop_rate: float = 0.15,
         global_pool: str = "avg",
-        **conv_kwargs: Any,
+        conv_kwargs: dict[str, Any] | None = None,
+        act_layer: Any = "silu",
+        *,
+        width_multiplier: float | None = None,
+        **family_kwargs: Any,
     ) -> None:
         super().__init__()
         if isinstance(cfg, str):
@@ -117,10 +134,13 @@ class VGGKAN(nn.Module):
                                  "[16, 'M', 32, 'M', 64, 64]")
             cfg = VGG_LAYOUTS[cfg]
         layout = _check_layout(cfg)
-        if not isinstance(width_multiplier, int) or width_multiplier < 1:
-            raise ValueError(f"width_multiplier must be a positive int, got {width_multiplier!r}")
-        self.conv_name = canonical_conv_name(conv)
-        conv_cls = get_conv(self.conv_name, 2)
+        width = _resolve_width(width, width_multiplier)
+        if "dropout" in {**(conv_kwargs or {}), **family_kwargs}:
+            raise TypeError("VGGKAN sets the dropout inside its convs from conv_drop_rate; pass conv_drop_rate= "
+                            "instead of dropout=")
+        self._check_head(num_classes, global_pool)
+        make = make_factory(conv, groups, conv_kwargs, family_kwargs, norm_layer, act_layer)
+        self.conv_name = make.conv
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -135,14 +155,12 @@ class VGGKAN(nn.Module):
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
                 reduction *= 2
                 continue
-            width = item * width_multiplier
+            out_chs = scale_channels(item, width)
             if layers:
-                layers.append(conv_cls(channels, width, 3, padding=1, groups=groups, bias=False,
-                                       norm_layer=norm_layer, act_layer="silu", dropout=conv_drop_rate,
-                                       **conv_kwargs))
+                layers.append(make(channels, out_chs, 3, grouped=True, dropout=conv_drop_rate))
             else:
-                layers.append(_stem_conv(conv_cls, in_chans, width, norm_layer, conv_kwargs))
-            channels = width
+                layers.append(_stem_conv(make, in_chans, out_chs))
+            channels = out_chs
         if layout[-1] != "M":
             self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"features.{len(layout) - 1}"))
         self.features = nn.Sequential(*layers)
@@ -162,12 +180,17 @@ class VGGKAN(nn.Module):
         return ("features.0",)
 
     def _build_head(self, num_classes: int, global_pool: str) -> None:
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
+        """``global_pool`` (timm's pool) and ``classifier`` = Sequential(Dropout, Linear), the original keys."""
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
         in_features = self.num_features * self.global_pool.feat_mult()
         fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
         self.classifier = nn.Sequential(nn.Dropout(self.drop_rate), fc)
+
+    def _head_pool_type(self) -> str:
+        return self.global_pool.pool_type
+
+    def _reset_head(self, num_classes: int, global_pool: str | None) -> None:
+        self._build_head(num_classes, self._head_pool_type() if global_pool is None else global_pool)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -175,22 +198,13 @@ class VGGKAN(nn.Module):
         return dict(stem=r"^features\.0\.", blocks=r"^features\.(\d+)")
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage (convs up to and including their pool) in backward instead of storing activations."""
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         """The final linear layer (``classifier.1``)."""
         return self.classifier[1]
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the head with a fresh one for ``num_classes`` (0: no classifier)."""
-        self._build_head(num_classes, self.global_pool.pool_type if global_pool is None else global_pool)
-        self.num_classes = num_classes
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map ``(N, num_features, H / 2^pools, W / 2^pools)``."""
+        """The last feature map ``(N, num_features, H / 2^pools, W / 2^pools)``; with grad checkpointing each
+        stage (its convs up to and including their pool) is recomputed in backward."""
         if self.grad_checkpointing and not torch.jit.is_scripting():
             for start, end in self._stages:
                 x = checkpoint(self.features[start:end], x, use_reentrant=False)
@@ -198,7 +212,8 @@ class VGGKAN(nn.Module):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify (``pre_logits``: stop before the classifier)."""
+        """Pool, dropout and classify (``pre_logits``: stop before the classifier); without pooling the
+        classifier is applied at every position, giving ``(N, num_classes, H, W)``."""
         x = self.global_pool(x)
         x = self.classifier[0](x)
         if pre_logits:
@@ -206,9 +221,6 @@ class VGGKAN(nn.Module):
         if x.dim() == 4:
             return self.classifier[1](x.movedim(1, -1)).movedim(-1, 1)
         return self.classifier[1](x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def is_tck_vgg_state_dict(state: Mapping[str, Any], prefix: str = "") -> bool:
@@ -250,9 +262,11 @@ def _convert_original_keys(module: nn.Module, state_dict: dict[str, torch.Tensor
 
 
 def _create_vggkan(variant: str, pretrained: bool = False, **kwargs: Any) -> VGGKAN:
+    """Build an entry; polynomial families get ``degree=5`` (the published networks) unless a degree is given."""
     conv_cls = get_conv(kwargs.get("conv", "bottleneck_kagn"), 2)
-    if "degree" in accepted_kwargs(conv_cls):
-        kwargs.setdefault("degree", _POLYNOMIAL_DEFAULT_DEGREE)
+    given = {**(kwargs.get("conv_kwargs") or {}), **kwargs}
+    if "degree" in accepted_kwargs(conv_cls) and "degree" not in given:
+        kwargs["degree"] = _POLYNOMIAL_DEFAULT_DEGREE
     return build_kan_model(VGGKAN, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 

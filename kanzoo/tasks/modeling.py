@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from torch import nn
 
 import kanzoo
+from kanzoo.models import KANSegmentationModel
 
 from .errors import TaskError
 from .runs import atomic_write_text
@@ -22,8 +23,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def is_segmentation(model: nn.Module) -> bool:
-    """True for models that return per-pixel logits (UKANet, U2KANet)."""
-    return bool(getattr(unwrap(model), "is_segmentation", False))
+    """True for models that return per-pixel logits (every :class:`KANSegmentationModel`: UKANet, U2KANet)."""
+    return isinstance(unwrap(model), KANSegmentationModel)
 
 
 def is_folder_source(source: str) -> bool:

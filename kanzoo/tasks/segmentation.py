@@ -14,6 +14,8 @@ from timm.data import resolve_data_config
 from torch import nn
 from tqdm.auto import tqdm
 
+from kanzoo.models import KANSegmentationModel
+
 from . import distributed
 from .data import SegmentationData, SegmentationDataset, discover_eval_pairs, discover_segmentation, load_rgb
 from .errors import TaskError
@@ -35,9 +37,10 @@ def palette(num_classes: int) -> np.ndarray:
 
 
 def mask_image(mask: np.ndarray, num_classes: int) -> Image.Image:
-    """A class-index mask as a palette PNG image (pixel values stay class indices)."""
+    """A class-index mask as a palette PNG image (pixel values stay class indices; a one-logit binary model's
+    masks hold 0 and 1, so at least two colours)."""
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    image.putpalette(palette(max(num_classes, 1)).reshape(-1).tolist())
+    image.putpalette(palette(max(num_classes, 2)).reshape(-1).tolist())
     return image
 
 
@@ -91,12 +94,10 @@ def seg_metrics(sums: torch.Tensor, class_names: Sequence[str]) -> dict[str, flo
     return metrics
 
 
-def predict_mask(model: nn.Module, tensor: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Class-index mask (H, W) of one normalised image tensor (C, H, W)."""
+def predict_mask(model: KANSegmentationModel, tensor: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Class-index mask (H, W) of one normalised image tensor (C, H, W), from ``model.predict`` in eval mode."""
     model.eval()
-    with torch.no_grad():
-        logits = model(tensor.unsqueeze(0).to(device))
-    return logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+    return model.predict(tensor.unsqueeze(0).to(device))[0].cpu().numpy().astype(np.uint8)
 
 
 def _write_overlays(model: nn.Module, dataset: SegmentationDataset, count: int, num_classes: int,
