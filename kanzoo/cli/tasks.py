@@ -51,7 +51,7 @@ def _model_args(pairs: list[str] | None) -> dict[str, Any]:
 
 def _training_options(parser: argparse.ArgumentParser, epochs: int, batch_size: int, weight_decay: float) -> None:
     parser.add_argument("--model", required=True, help=_MODEL_HELP)
-    parser.add_argument("--data", required=True, help="data folder (layouts in the README)")
+    parser.add_argument("--data", required=True, help="data folder (layouts in docs/training.md)")
     parser.add_argument("--out", required=True, help="output folder of the run")
     parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs to train in total (default {epochs})")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"per process (default {batch_size})")
