@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,49 +116,6 @@ def blocks(path: str) -> list[Block]:
 ALL_BLOCKS = [block for path in FILES for block in blocks(path)]
 
 
-def _has(dotted: str) -> bool:
-    """Whether ``module.attr...`` exists."""
-    module, _, rest = dotted.partition(":")
-    try:
-        obj = __import__(module, fromlist=["_"])
-    except ImportError:
-        return False
-    for name in rest.split(".") if rest else []:
-        if not hasattr(obj, name):
-            return False
-        obj = getattr(obj, name)
-    return True
-
-
-def _vggkan_takes_width() -> bool:
-    return "width" in inspect.signature(kanzoo.models.VGGKAN.__init__).parameters
-
-
-def _segmentation_base() -> bool:
-    return all(_has(f"kanzoo.models:{cls}.{name}") for cls in ("UKANet", "U2KANet")
-               for name in ("predict", "freeze_encoder"))
-
-
-# Blocks that describe APIs of the layers and models restructure, expected to fail until it is merged
-# (strict: once the API exists the block must pass; then its entry goes).
-PENDING: dict[str, tuple[Callable[[], bool], str]] = {
-    "README.md#segmentation-1": (_segmentation_base, "segmentation models' predict()"),
-    "docs/models.md#segmentation-models-1": (_segmentation_base, "segmentation models' predict() and freeze_encoder()"),
-    "docs/models.md#arguments-1": (_vggkan_takes_width, "VGGKAN on the shared model arguments (width=, groups=)"),
-    "CONTRIBUTING.md#adding-a-family-1": (lambda: _has("kanzoo.layers.registry:register_family")
-                                          and _has("kanzoo.layers.conv:KANConvBase"),
-                                          "kanzoo.layers.conv and register_family"),
-}
-
-
-def _param(block: Block):
-    marks = []
-    if block.id in PENDING:
-        available, what = PENDING[block.id]
-        marks.append(pytest.mark.xfail(not available(), reason=f"needs {what}", strict=True))
-    return pytest.param(block, id=block.id, marks=marks)
-
-
 # ---------------------------------------------------------------------------------------------
 # What the markers set up
 
@@ -215,7 +171,7 @@ def docs_hub(local_hub, weights_manifest, hf_cache):
 # ---------------------------------------------------------------------------------------------
 # Tests
 
-@pytest.mark.parametrize("block", [_param(block) for block in ALL_BLOCKS])
+@pytest.mark.parametrize("block", [pytest.param(block, id=block.id) for block in ALL_BLOCKS])
 def test_python_block_runs(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                            request: pytest.FixtureRequest) -> None:
     if block.skip:
@@ -249,10 +205,6 @@ def test_markers_are_known_and_stand_before_python_blocks() -> None:
                 fence = _FENCE.match(lines[number]) if number < len(lines) else None
                 assert fence and fence.group(2) == "python", f"{path}:{number}: a docs-test marker must stand " \
                                                             "on the line right before a ```python block"
-
-
-def test_pending_entries_name_blocks() -> None:
-    assert set(PENDING) <= {block.id for block in ALL_BLOCKS}
 
 
 def test_readme_is_a_front_page_with_the_two_quick_start_commands() -> None:

@@ -515,6 +515,15 @@ def test_get_conv_unknown_names() -> None:
         get_conv("kagn", ndim=4)
 
 
+def test_readme_layer_examples_run() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```python\n")[1:]
+    assert len(blocks) >= 2, "the README's Layers section has lost its examples"
+    for block in blocks:
+        exec(compile(block.split("```", 1)[0], "README.md", "exec"), {})
+
+
 # ---------------------------------------------------------------------------------------------
 # Buffers, dtypes, devices, compile
 
