@@ -27,7 +27,9 @@ from torch import nn
 from kanzoo import runtime
 from kanzoo.layers import BENCH_KWARGS, FAMILIES, KANConvBase, fused_kernels_enabled, set_fused_kernels
 
-DEFAULT_FAMILIES = tuple(FAMILIES)
+BASE_ACTIVATIONS = ("silu", "identity")
+DEFAULT_FAMILIES = (*FAMILIES, "kagn:identity")
+"""Every family with its default SiLU base branch, and Gram with the identity base branch that ``kanify`` uses."""
 DEFAULT_GROUPS = ("1", "8", "dw")
 QUICK_FAMILIES = ("kagn", "kan")
 QUICK_GROUPS = ("8", "dw")
@@ -116,13 +118,24 @@ def interleaved_min_times(cases: dict[str, Callable[[], None]], repeats: int, wa
     return best
 
 
-def make_layer(family: str, shape: LayerShape, groups: int, device: torch.device) -> KANConvBase:
-    """The benchmarked kanzoo layer of a family (2d, 'same' padding, bias)."""
+def parse_family(spec: str) -> tuple[str, str]:
+    """``'kagn'`` or ``'kagn:identity'`` -> ``(family, base activation)``; a ``ValueError`` names a bad one."""
+    family, _, base = spec.partition(":")
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}")
-    cls = FAMILIES[family][1]
+    base = base or BASE_ACTIVATIONS[0]
+    if base not in BASE_ACTIVATIONS:
+        raise ValueError(f"unknown base activation {base!r} in {spec!r}; choose from {list(BASE_ACTIVATIONS)}")
+    return family, base
+
+
+def make_layer(family: str, shape: LayerShape, groups: int, device: torch.device) -> KANConvBase:
+    """The benchmarked kanzoo layer of a family (2d, 'same' padding, bias); ``'kagn:identity'`` picks the
+    identity base branch."""
+    name, base = parse_family(family)
+    cls = FAMILIES[name][1]
     return cls(shape.in_channels, shape.out_channels, shape.kernel_size, padding=shape.kernel_size // 2,
-               groups=groups, device=device, **BENCH_KWARGS[family])
+               groups=groups, base_activation=base, device=device, **BENCH_KWARGS[name])
 
 
 LimitForward = Callable[[], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
@@ -206,9 +219,11 @@ def _no_grad_expand(layer: KANConvBase, x: torch.Tensor) -> None:
 
 def check_selection(families: Sequence[str], groups: Sequence[str], shape: LayerShape) -> None:
     """Raise a ``ValueError`` naming any unknown family or invalid grouping, before anything is measured."""
-    unknown = [f for f in families if f not in FAMILIES]
+    unknown = [f for f in families if f.partition(":")[0] not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown families {unknown}; choose from {sorted(FAMILIES)}")
+    for family in families:
+        parse_family(family)
     for name in groups:
         shape.groups_of(name)
 
@@ -276,7 +291,8 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"a small subset ({', '.join(QUICK_FAMILIES)} at groups {', '.join(QUICK_GROUPS)}, "
                              "3 repeats) that finishes in well under a minute")
     parser.add_argument("--families", nargs="+", default=None, metavar="FAMILY",
-                        help=f"families to measure (default: all: {' '.join(DEFAULT_FAMILIES)})")
+                        help="families to measure, FAMILY or FAMILY:BASE with BASE one of "
+                             f"{', '.join(BASE_ACTIVATIONS)} (default: {' '.join(DEFAULT_FAMILIES)})")
     parser.add_argument("--groups", nargs="+", default=None, metavar="G",
                         help=f"groupings: integers, or 'dw' for depthwise (default: {' '.join(DEFAULT_GROUPS)})")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds; the minimum is kept (default 5)")

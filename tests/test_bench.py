@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -149,3 +150,12 @@ def test_kanzoo_cli_bench_and_bad_arguments(capsys):
         assert "no CUDA device" in capsys.readouterr().err
     assert cli_main(["bench", "layers", "--threads", "0", "--device", "cpu"]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_family_specs_name_the_base_activation():
+    assert bench.parse_family("kagn") == ("kagn", "silu") and bench.parse_family("kan:identity") == ("kan", "identity")
+    assert "kagn:identity" in bench.DEFAULT_FAMILIES
+    layer = bench.make_layer("kagn:identity", TINY, groups=1, device=torch.device("cpu"))
+    assert isinstance(layer.base_activation, nn.Identity)
+    with pytest.raises(ValueError, match="unknown base activation 'gelu' in 'kagn:gelu'.*silu"):
+        bench.check_selection(["kagn:gelu"], ["1"], TINY)

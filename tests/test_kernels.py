@@ -197,3 +197,13 @@ def test_layers_of_several_shapes_share_dynamic_kernels(fused: list[tuple[str, b
         eager_out = net(torch.randn(3, 3, 5, 6, generator=torch.Generator().manual_seed(2)))
     torch.testing.assert_close(fused_out, eager_out, rtol=1e-5, atol=1e-6)
     assert all(ran for _, ran in fused) and len(fused) >= 7
+
+
+def test_identity_base_branch_runs_compiled_and_matches_eager(fused: list[tuple[str, bool]]) -> None:
+    """The identity base branch (what ``kanify`` builds) runs on the compiled kernels, like SiLU."""
+    torch.manual_seed(0)
+    layer = get_conv("kacn", 2)(8, 8, 3, padding=1, groups=2, base_activation="identity")
+    x = torch.randn(*SHAPE)
+    assert kernels.applies(layer, x)
+    _compare_with_eager(layer, x)
+    assert ("expand", True) in fused and ("vjp", True) in fused

@@ -51,10 +51,14 @@ def fused_kernels_enabled() -> bool:
     return _enabled and _failure is None
 
 
+_COMPILED_BASES = (nn.SiLU, nn.Identity)
+
+
 def applies(family: BasisFamily, x: torch.Tensor) -> bool:
-    """Whether ``family`` expands ``x`` with the compiled kernels: float32 on the CPU, SiLU or no base branch."""
+    """Whether ``family`` expands ``x`` with the compiled kernels: float32 on the CPU, a SiLU or identity base
+    branch or none."""
     return (fused_kernels_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and (family.base_activation is None or type(family.base_activation) is nn.SiLU)
+            and (family.base_activation is None or type(family.base_activation) in _COMPILED_BASES)
             and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
 

@@ -16,13 +16,16 @@ from ..basis import Bases, BasisFamily
 
 def base_response(family: BasisFamily, x: torch.Tensor, sig: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The base branch of ``x`` (None without one) and, for SiLU, the sigmoid it was made from (given or computed)."""
+    """The base branch of ``x`` (None without one; ``x`` itself for the identity) and, for SiLU, the sigmoid it was
+    made from (given or computed)."""
     activation = family.base_activation
     if activation is None:
         return None, None
     if type(activation) is nn.SiLU:
         sig = torch.sigmoid(x) if sig is None else sig
         return x * sig, sig
+    if type(activation) is nn.Identity:
+        return x, None
     return activation(x), None
 
 
@@ -50,6 +53,8 @@ def responses_vjp(family: BasisFamily, x: torch.Tensor, squashed: tuple[torch.Te
     grad_x, *grad_params = basis_vjp(grad[:, :, 0 if base is None else 1:])
     if sig is not None:
         grad_x = grad_x.addcmul_(grad[:, :, 0], _silu_derivative(sig, base))
+    elif type(family.base_activation) is nn.Identity:
+        grad_x = grad_x.add_(grad[:, :, 0])
     elif base is not None:
         grad_x = grad_x.add_(_activation_vjp(family.base_activation, x)(grad[:, :, 0]))
     return with_base(base, bases), grad_x, tuple(grad_params)
