@@ -1,7 +1,7 @@
 """kanzoo: a model zoo of Kolmogorov-Arnold convolutional networks for PyTorch and timm."""
 
 from . import layers, models
-from .models import create_model, is_model, list_models
+from .models import create_model, is_model, kanify, list_models
 from . import hub
 from .hub import push_to_hub, save_pretrained
 
