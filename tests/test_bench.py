@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -159,3 +160,26 @@ def test_family_specs_name_the_base_activation():
     assert isinstance(layer.base_activation, nn.Identity)
     with pytest.raises(ValueError, match="unknown base activation 'gelu' in 'kagn:gelu'.*silu"):
         bench.check_selection(["kagn:gelu"], ["1"], TINY)
+
+
+def test_kanify_benchmark_measures_three_variants():
+    from kanzoo import bench_kanify
+
+    rows = bench_kanify.bench_kanify("mobilenetv3_small_050", "kacn", batch=2, size=32, repeats=1, warmup=0)
+    assert [row["variant"] for row in rows] == ["cnn", "kanify all", "kanify depthwise"]
+    cnn, full, partial = rows
+    assert cnn["time_x"] == 1.0 and full["params_m"] > partial["params_m"] > cnn["params_m"]
+    assert full["gflops"] > partial["gflops"] > cnn["gflops"] > 0
+    assert all(row["step_ms"] > 0 for row in rows)
+    assert cnn["peak_mb"] is None or all(row["peak_mb"] > 0 for row in rows)
+    assert bench_kanify.partial_filter(timm.create_model("resnet10t")) == "spatial"
+    assert "| kanify all |" in bench_kanify.format_table(rows, markdown=True)
+
+
+def test_kanify_benchmark_refuses_bad_arguments(capsys):
+    from kanzoo import bench_kanify
+
+    assert bench_kanify.main(["--models", "resnet_nope"]) == 2
+    assert "error: unknown timm model(s) ['resnet_nope']" in capsys.readouterr().err
+    assert cli_main(["bench", "kanify", "--batch", "0"]) == 2
+    assert "error: --batch must be at least 1, got 0" in capsys.readouterr().err
