@@ -207,3 +207,27 @@ def test_identity_base_branch_runs_compiled_and_matches_eager(fused: list[tuple[
     assert kernels.applies(layer, x)
     _compare_with_eager(layer, x)
     assert ("expand", True) in fused and ("vjp", True) in fused
+
+
+def test_kernels_recompile_past_dynamos_default_limit_then_fall_back(monkeypatch: pytest.MonkeyPatch,
+                                                                     fused: list[tuple[str, bool]]) -> None:
+    """A network's layers need more compiled variants than dynamo's default allows: past it the kernels
+    recompile under ``MAX_GRAPHS``; past that one warning, and the eager expansion for the new variant."""
+    import torch._dynamo.config as dynamo_config
+
+    monkeypatch.setattr(kernels, "_compiled", {})  # new code objects: no variants compiled yet
+    monkeypatch.setattr(kernels, "_over_limit", set())
+    monkeypatch.setattr(kernels, "MAX_GRAPHS", 2)
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
+    torch.manual_seed(0)
+    layer = get_conv("kacn", 2)(8, 8, 3, padding=1)
+    with torch.no_grad():
+        for shape in [(2, 8, 5, 5), (2, 8, 6, 7)]:  # a static variant, then a dynamic one (over the limit of 1)
+            layer(torch.randn(shape))
+        assert fused == [("expand", True), ("expand", True)]
+        x = torch.randn(2, 8, 1, 1)  # a size-1 dimension: a third variant, over MAX_GRAPHS
+        with pytest.warns(RuntimeWarning, match="expand kernel of KACNConv2d has 2 compiled variants"):
+            y = layer(x)
+        assert fused[-1] == ("expand", False) and kernels.fused_kernels_enabled()
+        kernels.set_fused_kernels(False)
+        torch.testing.assert_close(y, layer(x))

@@ -38,6 +38,12 @@ ENV_VAR = "KANZOO_FUSED_KERNELS"
 _enabled = enabled_by_env(os.environ.get(ENV_VAR))
 _failure: str | None = None
 _compiled: dict[tuple[type, str], Callable] = {}
+_over_limit: set[tuple[type, str]] = set()
+
+MAX_GRAPHS = 64
+"""Compiled variants one kernel of one layer class may have. A network's layers differ in sizes that the
+compiler specialises on (size-1 dimensions, thresholds of its code generation, layouts), more than
+dynamo's default of 8; past the default the kernels recompile under this limit."""
 
 
 def set_fused_kernels(enabled: bool) -> None:
@@ -89,11 +95,26 @@ def _kernel(layer_class: type, kind: str) -> Callable:
 
 
 def _run(family: BasisFamily, kind: str, *args: object) -> tuple[torch.Tensor, ...] | torch.Tensor | None:
-    """Call a compiled kernel, or return None after a compiler failure (warned about once)."""
+    """Call a compiled kernel, or return None where it cannot run: after a compiler failure (warned about
+    once, the kernels then stay off) or beyond ``MAX_GRAPHS`` compiled variants of one kernel (warned about
+    once per kernel, that call runs eager)."""
     global _failure
+    kernel = _kernel(type(family), kind)
     try:
         with torch.autocast("cpu", enabled=False):
-            return _kernel(type(family), kind)(family, *args)
+            try:
+                return kernel(family, *args)
+            except torch._dynamo.exc.FailOnRecompileLimitHit:
+                with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS,
+                                                accumulated_recompile_limit=MAX_GRAPHS * 64):
+                    return kernel(family, *args)
+    except torch._dynamo.exc.FailOnRecompileLimitHit:
+        if (type(family), kind) not in _over_limit:
+            _over_limit.add((type(family), kind))
+            warnings.warn(f"kanzoo: the {kind} kernel of {type(family).__name__} has {MAX_GRAPHS} compiled variants "
+                          "(input sizes, memory layouts); inputs that need another one use the eager expansion "
+                          "(same results, slower)", RuntimeWarning, stacklevel=3)
+        return None
     except torch._dynamo.exc.TorchDynamoException as err:
         _failure = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         warnings.warn(f"kanzoo: the fused CPU kernels could not be compiled ({_failure}); the layers fall back "
@@ -106,7 +127,7 @@ def expand(family: BasisFamily, x: torch.Tensor, params: Sequence[torch.Tensor],
            channels_last: bool) -> torch.Tensor | None:
     """The expansion ``(N, C, K + 1, *spatial)`` of ``x`` in ``dtype``, stored channels-last if asked,
     or None if the kernel could not be compiled."""
-    return _run(family, "expand", x, tuple(params), dtype, channels_last)
+    return _run(family, "expand", x.detach(), tuple(params), dtype, channels_last)
 
 
 def expand_vjp(family: BasisFamily, x: torch.Tensor, grad: torch.Tensor, params: Sequence[torch.Tensor],
