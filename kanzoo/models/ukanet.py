@@ -61,6 +61,8 @@ class UKANet(KANSegmentationModel):
             follows the encoder's widths.
 
     ``freeze_encoder()`` freezes the classification encoder (``encoder``); the decoder and head keep training.
+    ``encoder_name`` and ``encoder_args`` record the encoder's registry name and the arguments it was built
+    with (``in_chans`` included), e.g. to check whether pretrained encoder weights fit.
     """
 
     def __init__(self, encoder: str = "reskanet_18", encoder_kwargs: dict[str, Any] | None = None,
@@ -73,6 +75,8 @@ class UKANet(KANSegmentationModel):
         shared = dict(conv=conv, conv_kwargs=conv_kwargs, groups=groups, width=width)
         shared = {key: value for key, value in shared.items() if value is not None}
         enc_args = {**shared, **family_kwargs, **(encoder_kwargs or {})}
+        self.encoder_name = encoder
+        self.encoder_args = {**enc_args, "in_chans": in_chans}
         levels = _count_levels(encoder, enc_args)
         self.encoder = create_model(encoder, pretrained=pretrained_encoder, features_only=True,
                                     out_indices=tuple(range(levels)), in_chans=in_chans, **enc_args)
