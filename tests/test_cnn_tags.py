@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import uuid
 import warnings
 from pathlib import Path
@@ -131,7 +132,7 @@ def test_tags_are_the_defaults_with_the_published_source_accuracies():
     assert kanzoo.list_models("vggkan_11", pretrained=True)[0] == "vggkan_11.tck_in1k"
 
 
-def test_ukanet_starts_from_the_encoder_tag_and_tasks_choose_it_when_it_fits(serve, local_hub):
+def test_ukanet_starts_from_the_encoder_tag_and_tasks_choose_it_when_it_fits(serve, local_hub, tmp_path):
     cnn, repo_id, _ = serve("reskanet_18.tv_in1k")["reskanet_18.tv_in1k"]
     classifier = kanzoo.create_model("reskanet_18", pretrained=True)  # the default tag
     seg = kanzoo.create_model("ukanet_18", pretrained_encoder=True, num_classes=2)
@@ -139,6 +140,14 @@ def test_ukanet_starts_from_the_encoder_tag_and_tasks_choose_it_when_it_fits(ser
     torch.testing.assert_close(seg.encoder.layer4[1].conv2.norm.running_var,
                                cnn.layer4[1].bn2.running_var, rtol=0, atol=0)
     assert local_hub.downloads(repo_id) == 1  # the second load came from the cache
+    folder = kanzoo.save_pretrained(seg, tmp_path / "seg")  # rebuilds from the saved state, downloading nothing
+    saved_args = json.loads((folder / "config.json").read_text())["model_args"]
+    assert saved_args["pretrained_encoder"] is False and saved_args["encoder_kwargs"]["conv"] == "kacn"
+    with torch.device("meta"):
+        assert kanzoo.create_model(f"local-dir:{folder}").encoder_args["act_layer"] == "relu"
+    reloaded = kanzoo.create_model(f"local-dir:{folder}", pretrained=True)
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(_logits(reloaded, x), _logits(seg, x), rtol=0, atol=0)
 
     auto = create_task_model("ukanet_18", pretrained_encoder=None, num_classes=2)
     torch.testing.assert_close(auto.encoder.conv1.weight, classifier.conv1.weight, rtol=0, atol=0)

@@ -52,11 +52,21 @@ def build_kan_model(model_cls: type[nn.Module], variant: str, pretrained: bool =
                     feature_cfg: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
     """Build ``model_cls`` for the registry entry ``variant`` with its pretrained cfg (timm-style).
 
-    A tag's ``model_args`` (see :func:`kanzoo.models._pretrained.build_tag`) fill in arguments not given.
+    A tag's ``model_args`` (see :func:`kanzoo.models._pretrained.build_tag`) fill in arguments not given, and
+    are recorded with the model's arguments (``save_pretrained`` writes them to ``config.json``).
     """
     default_tag = resolve_pretrained_cfg(variant).tag
     tag = build_tag(pretrained, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"), default_tag)
-    kwargs = {**tag_model_args(variant, tag), **kwargs}
+    from_tag = {key: value for key, value in tag_model_args(variant, tag).items() if key not in kwargs}
+    model = _build(model_cls, variant, pretrained, feature_cfg, {**from_tag, **kwargs})
+    # timm records the arguments given to create_model in _model_args (save_config_for_hf writes them as the
+    # config's model_args); the tag's belong there as well, so that a saved model rebuilds the same way
+    model._model_args = {**getattr(model, "_model_args", {}), **from_tag}
+    return model
+
+
+def _build(model_cls: type[nn.Module], variant: str, pretrained: bool, feature_cfg: dict[str, Any] | None,
+           kwargs: dict[str, Any]) -> nn.Module:
     if not pretrained or _loader is None:
         return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
     loader = _loader
