@@ -61,7 +61,8 @@ def build_kan_model(model_cls: type[nn.Module], variant: str, pretrained: bool =
     model = _build(model_cls, variant, pretrained, feature_cfg, {**from_tag, **kwargs})
     # timm records the arguments given to create_model in _model_args (save_config_for_hf writes them as the
     # config's model_args); the tag's belong there as well, so that a saved model rebuilds the same way
-    model._model_args = {**getattr(model, "_model_args", {}), **from_tag}
+    if from_tag:
+        model._model_args = {**getattr(model, "_model_args", {}), **from_tag}
     return model
 
 
