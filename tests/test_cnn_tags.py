@@ -153,7 +153,8 @@ def test_ukanet_starts_from_the_encoder_tag_and_tasks_choose_it_when_it_fits(ser
     torch.testing.assert_close(auto.encoder.conv1.weight, classifier.conv1.weight, rtol=0, atol=0)
     fitted = create_task_model("reskanet_18", num_classes=3)  # pretrained=None: the weights fit, so they load
     torch.testing.assert_close(fitted.layer1[0].conv1.weight, classifier.layer1[0].conv1.weight, rtol=0, atol=0)
-    with pytest.warns(UserWarning, match="do not fit the model arguments.*width=0.125.*--no-pretrained-encoder"):
+    fit = "reskanet_18.tv_in1k do not fit the model arguments"
+    with pytest.warns(UserWarning, match=f"{fit}.*width=0.125.*--no-pretrained-encoder"):
         small = create_task_model("ukanet_18", pretrained_encoder=None, num_classes=2, width=0.125)
     assert type(small.encoder.conv1.base_activation) is torch.nn.SiLU  # the plain architecture, random init
     with pytest.warns(UserWarning, match="do not fit.*--no-pretrained\\)"):

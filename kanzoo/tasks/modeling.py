@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import kanzoo
-from kanzoo.hub import CheckpointMismatchError, check_pretrained_fit
+from kanzoo.hub import CheckpointMismatchError, check_pretrained_fit, resolve_tag
 from kanzoo.models import KANSegmentationModel
 
 from .errors import TaskError
@@ -69,9 +69,10 @@ def _weights_fit(name: str, kwargs: dict[str, Any], what: str, opt_out: str) -> 
         check_pretrained_fit(name, **kwargs)
     except CheckpointMismatchError:
         arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("num_classes", "in_chans"))
-        warnings.warn(f"{what}: the pretrained weights of {name} do not fit the model arguments ({arguments}), so "
-                      f"it starts from random initialisation; drop those arguments to start from the weights, or "
-                      f"pass {opt_out} to choose random initialisation without this warning", stacklevel=2)
+        warnings.warn(f"{what}: the pretrained weights {resolve_tag(name)} do not fit the model arguments "
+                      f"({arguments}), so it starts from random initialisation; drop those arguments to start from "
+                      f"the weights, or pass {opt_out} to choose random initialisation without this warning",
+                      stacklevel=2)
         return False
     return True
 
