@@ -4,7 +4,8 @@ Each block runs in a fresh namespace inside a temporary working directory, compi
 markdown file's name and line numbers, so a traceback points at the line in the markdown. An HTML
 comment on the line right before a block declares what it needs (the table in CONTRIBUTING.md):
 
-    <!-- docs-test: hub -->              weights of the manifest tags it names, served by the local Hub
+    <!-- docs-test: hub -->              weights of the manifest tags it names, served by the local Hub (random
+                                         values; timm-format repositories for tags converted from timm's CNNs)
     <!-- docs-test: data=images -->      my_images/{train,val}/<class>/*.png and photo.jpg
     <!-- docs-test: data=masks -->       my_masks/{train,val}/{images,masks}/*.png and scan.png
     <!-- docs-test: data=checkpoint -->  model.safetensors, a vggkan_11 state dict
@@ -20,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 from pathlib import Path
@@ -133,6 +135,24 @@ def _weights(architecture: str) -> bytes:
     return _WEIGHTS[architecture]
 
 
+def _cnn_weights(entry: dict) -> dict[str, bytes]:
+    """For a tag converted from a timm CNN (``timm/resnet18.tv_in1k``): a timm-format repository of random weights."""
+    import timm
+    from safetensors.torch import save
+    from timm.models._hub import save_config_for_hf
+
+    source = entry["hf_hub_id"].split("/", 1)[1].partition(".")[0]
+    if source not in _WEIGHTS:
+        torch.manual_seed(0)
+        cnn = timm.create_model(source)
+        _WEIGHTS[source] = save({k: v.contiguous() for k, v in cnn.state_dict().items()})
+        with tempfile.TemporaryDirectory() as folder:
+            config = Path(folder) / "config.json"
+            save_config_for_hf(cnn, str(config))
+            _WEIGHTS[f"{source}/config.json"] = config.read_bytes()
+    return {entry["filename"]: _WEIGHTS[source], "config.json": _WEIGHTS[f"{source}/config.json"]}
+
+
 def _images(folder: Path) -> None:
     make_classification_folder(folder / "my_images", train_per_class=8, val_per_class=3, size=32, colour_coded=True)
     Image.fromarray(pattern_image("dots", 48, np.random.default_rng(0))).save(folder / "photo.jpg")
@@ -159,10 +179,14 @@ def docs_hub(local_hub, weights_manifest, hf_cache):
         for tag, entry in entries.items():
             architecture = tag.partition(".")[0]
             if re.search(rf"\b{re.escape(architecture)}\b", code):
-                data = _weights(architecture)
-                repo_id = f"kanzoo-docs/{architecture}"
-                local_hub.stage(repo_id, {entry["filename"]: data}, revision=entry["revision"])
-                entry.update(hf_hub_id=repo_id, sha256=hashlib.sha256(data).hexdigest(), verified=True)
+                if (entry["converter"] or "").startswith("timm_"):
+                    files = _cnn_weights(entry)
+                else:
+                    files = {entry["filename"]: _weights(architecture)}
+                repo_id = f"kanzoo-docs/{tag}"
+                local_hub.stage(repo_id, files, revision=entry["revision"])
+                digest = hashlib.sha256(files[entry["filename"]]).hexdigest()
+                entry.update(hf_hub_id=repo_id, sha256=digest, verified=True)
         weights_manifest(entries)
 
     return serve

@@ -71,7 +71,7 @@ def test_packaged_manifest_schema_and_published_checkpoints():
     for name, entry in data.items():
         assert entry["sha256"] is not None or entry["verified"] is False, name
         with torch.device("meta"):
-            model = kanzoo.create_model(name.partition(".")[0])
+            model = kanzoo.create_model(name)  # the tag, built with its model_args
         assert sum(p.numel() for p in model.parameters()) == entry["num_params"], name
         assert model.pretrained_cfg["hf_hub_id"] == entry["hf_hub_id"]  # cfgs come from the manifest
 

@@ -176,4 +176,4 @@ def test_predict_bad_input(tmp_path):
         predict("reskanet_18", [tmp_path / "missing.png"])
     _image(tmp_path / "a.png")
     with pytest.raises(TaskError, match="no pretrained weights, so its predictions would be random"):
-        predict("reskanet_18", [tmp_path / "a.png"])
+        predict("vggkan_13", [tmp_path / "a.png"])

@@ -54,13 +54,18 @@ def format_info(info: dict[str, Any]) -> str:
     if not info["weights"]:
         lines.append("  pretrained weights: none")
     for w in info["weights"]:
-        metrics = ", ".join(f"{k} {v}" for k, v in w["metrics"].items() if k not in ("dataset", "split"))
+        metrics = ", ".join(f"{k} {v}" for k, v in w["metrics"].items() if k not in ("dataset", "split", "of"))
+        if w["metrics"].get("of"):
+            metrics += f" (of the {w['metrics']['of']})"
         sha = w["sha256"] or "not recorded (unverified third-party file)"
         lines += [f"  {w['name']}:", f"    hub     {w['hf_hub_id']}@{w['revision']} / {w['filename']}"
                   f" ({'cached' if w['cached'] else 'not cached'})",
                   f"    metrics {w['metrics']['dataset']} {w['metrics']['split']}: {metrics}",
                   f"    sha256  {sha}", f"    license {w['license']}; converter {w['converter']}",
                   f"    source  {w['source']}"]
+        if w.get("model_args"):
+            lines.append("    builds  " + ", ".join(f"{k}={v!r}" for k, v in w["model_args"].items())
+                         + " (defaults of this tag; arguments you pass win)")
     return "\n".join(lines)
 
 

@@ -95,7 +95,7 @@ def _segment(args: argparse.Namespace) -> int:
     runtime.configure_allocator(args.allocator)
     names = args.class_names.split(",") if args.class_names else None
     segment(args.model, args.data, args.out, num_classes=args.num_classes, class_names=names,
-            overlays=args.overlays, **_common_training(args))
+            overlays=args.overlays, pretrained_encoder=args.pretrained_encoder, **_common_training(args))
     return 0
 
 
@@ -168,6 +168,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, help="classes (default: largest mask value + 1)")
     p.add_argument("--class-names", help="comma-separated names, one per class index")
     p.add_argument("--overlays", type=int, default=4, help="validation images to draw predictions for (4)")
+    p.add_argument("--pretrained-encoder", action=argparse.BooleanOptionalAction, default=None,
+                   help="start the classification encoder of a UKANet from its pretrained weights (default: when "
+                        "the registry has weights for it that fit the model arguments)")
     p.set_defaults(func=_segment)
 
     p = subparsers.add_parser("eval", help="top-1/top-5 of a classifier or mIoU of a segmentation model",

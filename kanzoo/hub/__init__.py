@@ -10,16 +10,16 @@ from .convert import CONVERTERS, adapt_input_channels, convert_state_dict, prepa
 from .download import download_weights, hub_download, is_offline, sha256_file
 from .errors import (ChecksumMismatchError, CheckpointMismatchError, HubDownloadError, HubError, ManifestError,
                      WeightsNotFoundError, WeightsUnavailableOfflineError)
-from .loading import HubLoader, load_checkpoint_file
+from .loading import HubLoader, check_pretrained_fit, load_checkpoint_file
 from .manifest import manifest, manifest_entry, resolve_tag, validate_manifest
 from .publish import push_to_hub, save_pretrained
 
 __all__ = [
     "CONVERTERS", "ChecksumMismatchError", "CheckpointMismatchError", "HubDownloadError", "HubError", "HubLoader",
     "ManifestError", "WeightsNotFoundError", "WeightsUnavailableOfflineError", "adapt_input_channels",
-    "convert_state_dict", "download_weights", "hub_download", "is_offline", "load_checkpoint_file", "manifest",
-    "manifest_entry", "prepare_state_dict", "push_to_hub", "resolve_tag", "save_pretrained", "sha256_file",
-    "validate_manifest",
+    "check_pretrained_fit", "convert_state_dict", "download_weights", "hub_download", "is_offline",
+    "load_checkpoint_file", "manifest", "manifest_entry", "prepare_state_dict", "push_to_hub", "resolve_tag",
+    "save_pretrained", "sha256_file", "validate_manifest",
 ]
 
 set_pretrained_loader(HubLoader())

@@ -6,11 +6,18 @@ Input-channel adaptation (``in_chans != 3`` with pretrained weights) works like 
 adapted over ``C``: for one input channel the RGB weights are summed; for ``n`` channels they are
 repeated to ``n`` and scaled by ``C / n``, so a constant input gives the same pre-activation as before.
 Plain conv weights (the bottleneck's ``inner_proj`` and ``base_conv``) are adapted the same way with ``E = 1``.
+
+The ``timm_resnet`` and ``timm_densenet`` converters map timm's ResNet and DenseNet state dicts (e.g.
+torchvision's ImageNet weights as timm hosts them) onto ResKANet and DenseKANet (``preact=True``): each
+conv weight ``(O, C, *k)`` goes into the base-branch slot of the fused KAN weight, ``(O, C, E, *k)[:, :, 0]``,
+and the ``E - 1`` basis slots are zero; every other tensor is copied. With an identity base branch the KAN
+then computes the CNN exactly.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
@@ -20,21 +27,115 @@ from ..layers import KANConvBase
 from ..models.vggkan import convert_tck_vgg_state_dict, is_tck_vgg_state_dict
 from .errors import CheckpointMismatchError
 
-__all__ = ["CONVERTERS", "Converter", "adapt_input_channels", "convert_state_dict", "prepare_state_dict",
-           "unwrap_checkpoint"]
+__all__ = ["CONVERTERS", "Converter", "adapt_input_channels", "convert_state_dict", "convert_timm_densenet",
+           "convert_timm_resnet", "prepare_state_dict", "unwrap_checkpoint"]
 
 
 class Converter(NamedTuple):
-    """A state-dict format: how to recognise it and how to map it to kanzoo's keys."""
+    """A state-dict format: how to recognise it and how to map it to kanzoo's keys.
+
+    ``convert(state, model)`` gets the built model (or None outside a model load) for layouts that depend on
+    it, e.g. the responses per channel of each KAN conv.
+    """
 
     detect: Callable[[Mapping[str, Any]], bool]
-    convert: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
+    convert: Callable[[Mapping[str, torch.Tensor], nn.Module | None], dict[str, torch.Tensor]]
     description: str
 
 
+_KAN, _COPY = "kan", "copy"
+# (source key, target key, kind): _KAN puts a conv weight into the base slot of a KAN conv, _COPY copies
+_TIMM_RESNET_KEYS = (
+    (r"(conv1|layer\d+\.\d+\.conv\d)\.weight", r"\1.weight", _KAN),
+    (r"bn1\.(\w+)", r"conv1.norm.\1", _COPY),
+    (r"(layer\d+\.\d+)\.bn(\d)\.(\w+)", r"\1.conv\2.norm.\3", _COPY),
+    (r"(layer\d+\.\d+\.downsample\.[01]\.\w+)", r"\1", _COPY),
+    (r"fc\.(weight|bias)", r"head.fc.\1", _COPY),
+)
+_TIMM_DENSENET_KEYS = (  # torchvision's own files spell the dense layers' norm1 and conv1 as norm.1 and conv.1
+    (r"features\.conv0\.weight", r"features.conv0.weight", _KAN),
+    (r"features\.norm0\.(\w+)", r"features.conv0.norm.\1", _COPY),
+    (r"(features\.denseblock\d+\.denselayer\d+)\.conv\.?([12])\.weight", r"\1.conv\2.weight", _KAN),
+    (r"(features\.denseblock\d+\.denselayer\d+)\.norm\.?([12])\.(\w+)", r"\1.norm\2.\3", _COPY),
+    (r"(features\.transition\d+)\.conv\.weight", r"\1.conv.weight", _KAN),
+    (r"(features\.transition\d+\.norm|features\.norm5)\.(\w+)", r"\1.\2", _COPY),
+    (r"classifier\.(weight|bias)", r"head.fc.\1", _COPY),
+)
+
+
+def _into_base_slot(weight: torch.Tensor, name: str, model: nn.Module) -> torch.Tensor:
+    """A conv weight ``(O, C, *k)`` as the fused weight of the KAN conv ``name``: base slot ``weight``, bases zero."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return weight  # the model has no such conv: the strict check reports the key as unexpected
+    if not isinstance(module, KANConvBase):
+        raise CheckpointMismatchError(f"{name} is a {type(module).__name__}, not a plain KAN conv: a CNN's weights "
+                                      "go into the base branch of each KAN conv; use a plain family (e.g. conv='kacn', "
+                                      "the tag's), not a bottleneck one")
+    if module.base_activation is None:
+        raise CheckpointMismatchError(f"{name} has no base branch (base_activation=None), which a CNN's weights go "
+                                      "into; keep the tag's base_activation='identity'")
+    out, channels, *kernel = weight.shape
+    fused = weight.new_zeros(out, channels, module.num_responses, *kernel)
+    fused[:, :, 0] = weight
+    return fused.reshape(out, channels * module.num_responses, *kernel)
+
+
+def _convert_cnn(state: Mapping[str, torch.Tensor], model: nn.Module | None,
+                 rules: tuple[tuple[str, str, str], ...], what: str) -> dict[str, torch.Tensor]:
+    if model is None:
+        raise CheckpointMismatchError(f"converting {what} weights needs the built model (the responses of its KAN "
+                                      "convs): load them through create_model(..., pretrained=True)")
+    compiled = [(re.compile(pattern), target, kind) for pattern, target, kind in rules]
+    out: dict[str, torch.Tensor] = {}
+    leftover = []
+    for key, value in state.items():
+        for pattern, target, kind in compiled:
+            match = pattern.fullmatch(key)
+            if match:
+                name = match.expand(target)
+                out[name] = _into_base_slot(value, name.removesuffix(".weight"), model) if kind == _KAN else value
+                break
+        else:
+            leftover.append(key)
+    if leftover:
+        raise KeyError(f"{len(leftover)} key(s) it does not know: {sorted(leftover)[:8]}")
+    own = model.state_dict()
+    for key in [k for k in out if k.endswith(".running_var")]:  # files without the counter (older torchvision)
+        counter = key.removesuffix("running_var") + "num_batches_tracked"
+        if counter in own and counter not in out:
+            out[counter] = torch.zeros_like(own[counter], device="cpu")
+    return out
+
+
+def is_timm_resnet_state_dict(state: Mapping[str, Any]) -> bool:
+    """Whether ``state`` is a timm (or torchvision) ResNet state dict: ``bn1`` after the stem, ``layer1.0.conv1``."""
+    return "bn1.running_var" in state and "layer1.0.conv1.weight" in state
+
+
+def convert_timm_resnet(state: Mapping[str, torch.Tensor], model: nn.Module | None) -> dict[str, torch.Tensor]:
+    """Map a timm ResNet state dict onto ResKANet keys (each conv into its KAN conv's base slot; see module doc)."""
+    return _convert_cnn(state, model, _TIMM_RESNET_KEYS, "timm ResNet")
+
+
+def is_timm_densenet_state_dict(state: Mapping[str, Any]) -> bool:
+    """Whether ``state`` is a timm (or torchvision) DenseNet state dict: ``features.norm0`` and dense blocks."""
+    return "features.norm0.running_var" in state and any(k.startswith("features.denseblock1.") for k in state)
+
+
+def convert_timm_densenet(state: Mapping[str, torch.Tensor], model: nn.Module | None) -> dict[str, torch.Tensor]:
+    """Map a timm DenseNet state dict onto DenseKANet (``preact=True``) keys (see module doc)."""
+    return _convert_cnn(state, model, _TIMM_DENSENET_KEYS, "timm DenseNet")
+
+
 CONVERTERS: dict[str, Converter] = {
-    "tck_vgg": Converter(is_tck_vgg_state_dict, convert_tck_vgg_state_dict,
+    "tck_vgg": Converter(is_tck_vgg_state_dict, lambda state, model: convert_tck_vgg_state_dict(state),
                          "Torch-Conv-KAN VGG (VGGKAGN / VGGKAGN_BN) -> kanzoo VGGKAN"),
+    "timm_resnet": Converter(is_timm_resnet_state_dict, convert_timm_resnet,
+                             "timm / torchvision ResNet -> kanzoo ResKANet (identity base branch)"),
+    "timm_densenet": Converter(is_timm_densenet_state_dict, convert_timm_densenet,
+                               "timm / torchvision DenseNet -> kanzoo DenseKANet (preact=True, identity base branch)"),
 }
 
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
@@ -56,8 +157,12 @@ def unwrap_checkpoint(checkpoint: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def convert_state_dict(state: Mapping[str, torch.Tensor], converter: str | None = None) -> dict[str, torch.Tensor]:
-    """Apply ``converter`` if ``state`` is in its format, or any converter that recognises it; else return as is."""
+def convert_state_dict(state: Mapping[str, torch.Tensor], converter: str | None = None,
+                       model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """Apply ``converter`` if ``state`` is in its format, or any converter that recognises it; else return as is.
+
+    ``model`` is the model the state dict is for (some converters read its layout).
+    """
     if converter is not None and converter not in CONVERTERS:
         raise CheckpointMismatchError(f"unknown converter {converter!r}; known: {sorted(CONVERTERS)}")
     candidates = [CONVERTERS[converter]] if converter else []
@@ -65,7 +170,7 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], converter: str | None 
     for candidate in candidates:
         if candidate.detect(state):
             try:
-                return candidate.convert(state)
+                return candidate.convert(state, model)
             except KeyError as err:
                 raise CheckpointMismatchError(f"{candidate.description}: {err.args[0]}") from None
     return dict(state)
@@ -124,7 +229,7 @@ def prepare_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module,
     The checkpoint's classifier is replaced by the model's freshly initialised one when shapes differ
     from the model's, e.g. ``num_classes`` other than the checkpoint's, or a ``features_only`` model.
     """
-    state = convert_state_dict(unwrap_checkpoint(state), converter)
+    state = convert_state_dict(unwrap_checkpoint(state), converter, model)
     target = model.state_dict()
     for key, num_responses in _first_layer_params(model, pretrained_cfg).items():
         if key in state and key in target and state[key].shape != target[key].shape \

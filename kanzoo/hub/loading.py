@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models import create_model
 from .convert import prepare_state_dict
 from .download import download_weights, hub_download
 from .errors import CheckpointMismatchError, WeightsNotFoundError
-from .manifest import manifest
+from .manifest import manifest, resolve_tag
 
-__all__ = ["HubLoader", "load_checkpoint_file"]
+__all__ = ["HubLoader", "check_pretrained_fit", "load_checkpoint_file"]
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -39,6 +40,27 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     except Exception as err:  # a corrupt or foreign file: say which file and why, in one line
         raise CheckpointMismatchError(f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: "
                                       f"{str(err).splitlines()[0] if str(err) else ''}") from None
+
+
+_FEATURE_ARGS = ("features_only", "out_indices", "feature_cls")
+
+
+def check_pretrained_fit(name: str, **kwargs: Any) -> str:
+    """Check, on the meta device and downloading nothing, that the weights of ``name`` fit the model
+    ``create_model(name, pretrained=True, **kwargs)`` builds; returns the tag (``name``, or its default tag).
+
+    The model is compared with the tag's own layout (the tag built with default arguments) by the strict
+    check of a real load, so another ``num_classes`` or ``in_chans`` fits, and a different width, layout or
+    family raises :class:`CheckpointMismatchError`. For CNN weights (the ``timm_*`` converters) this is
+    conservative: they would also fill another plain family or degree, which this check reports as mis-shaped.
+    """
+    tag = resolve_tag(name)
+    kwargs = {key: value for key, value in kwargs.items() if key not in _FEATURE_ARGS}
+    with torch.device("meta"):
+        reference = create_model(tag)
+        built = create_model(tag, **kwargs)
+    prepare_state_dict(reference.state_dict(), built, built.pretrained_cfg)
+    return tag
 
 
 def _split_revision(hub_id: str) -> tuple[str, str | None]:

@@ -1,4 +1,9 @@
-"""``weights_manifest.json``: schema validation and lookup of a pretrained tag's entry."""
+"""``weights_manifest.json``: schema validation and lookup of a pretrained tag's entry.
+
+Besides the required fields an entry may hold ``model_args``, an object of the constructor arguments
+its weights need (applied as defaults when that tag is built), and its ``metrics`` may say ``of`` what
+model they were measured (e.g. the source CNN of weights converted into a KAN).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ from typing import Any, Mapping
 from ..models._pretrained import MANIFEST_ENV, load_manifest
 from .errors import ManifestError
 
-__all__ = ["REQUIRED_FIELDS", "manifest", "manifest_entry", "resolve_tag", "validate_entry", "validate_manifest"]
+__all__ = ["OPTIONAL_FIELDS", "REQUIRED_FIELDS", "manifest", "manifest_entry", "resolve_tag", "validate_entry",
+           "validate_manifest"]
 
 REQUIRED_FIELDS = ("hf_hub_id", "revision", "filename", "sha256", "verified", "num_params", "num_classes",
                    "input_size", "mean", "std", "interpolation", "crop_pct", "metrics", "license", "source",
                    "converter")
+OPTIONAL_FIELDS = ("model_args",)
+_METRIC_LABELS = ("dataset", "split", "of")
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 _NAME = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -68,8 +76,18 @@ def validate_entry(name: str, entry: Mapping[str, Any], converters: Any = None) 
     if not isinstance(metrics, dict) or not isinstance(metrics.get("dataset"), str) \
             or not isinstance(metrics.get("split"), str):
         problems.append(f"{name}: metrics must be an object with 'dataset', 'split' and numbers (e.g. top1)")
-    elif not any(_is_number(v) for k, v in metrics.items() if k not in ("dataset", "split")):
+    elif not any(_is_number(v) for k, v in metrics.items() if k not in _METRIC_LABELS):
         problems.append(f"{name}: metrics has no numbers besides dataset and split")
+    elif "of" in metrics and not (isinstance(metrics["of"], str) and metrics["of"]):
+        problems.append(f"{name}: metrics 'of' must say what model they were measured on, e.g. 'source CNN at "
+                        f"initialisation' (got {metrics['of']!r})")
+    model_args = entry.get("model_args", {})
+    if not (isinstance(model_args, dict) and all(isinstance(k, str) and k.isidentifier() for k in model_args)):
+        problems.append(f"{name}: model_args must be an object of constructor arguments, e.g. "
+                        f"{{\"act_layer\": \"relu\"}} (got {model_args!r})")
+    unknown = sorted(set(entry) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
+    if unknown:
+        problems.append(f"{name}: unknown field(s) {unknown}; the fields are {list(REQUIRED_FIELDS + OPTIONAL_FIELDS)}")
     return problems
 
 

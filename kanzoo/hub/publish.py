@@ -95,7 +95,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike[str], *,
     architecture = _check_model(model)
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {}
+    for_saving = getattr(model, "model_args_for_saving", None)  # e.g. UKANet: the encoder's weights are saved
+    extra: dict[str, Any] = {"model_args": for_saving()} if callable(for_saving) else {}
     if license:
         extra["pretrained_cfg"] = {"license": license}
     atomic_write(folder / CONFIG_NAME, lambda tmp: save_config_for_hf(model, tmp, model_config=extra))

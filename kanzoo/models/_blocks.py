@@ -93,17 +93,18 @@ class KANConvFactory:
         return int(self.groups)
 
     def __call__(self, in_chs: int, out_chs: int, kernel_size: int = 3, *, stride: int = 1, dilation: int = 1,
-                 grouped: bool = False, act: bool = True, plain: bool = False,
+                 grouped: bool = False, act: bool = True, norm: bool = True, plain: bool = False,
                  dropout: float | None = None) -> nn.Module:
-        """A KAN conv with 'same'-style padding; ``grouped`` applies ``groups=``; ``plain`` drops the bottleneck;
-        ``dropout`` (when given) replaces the family's dropout for this conv."""
+        """A KAN conv with 'same'-style padding; ``grouped`` applies ``groups=``; ``norm``/``act`` keep its own norm
+        and activation; ``plain`` drops the bottleneck; ``dropout`` (when given) replaces the family's dropout."""
         cls, kwargs = (self.plain_cls, self.plain_kwargs) if plain else (self.conv_cls, self.family_kwargs)
         if dropout is not None:
             kwargs = {**kwargs, "dropout": dropout}
         groups = self.block_groups(in_chs, out_chs) if grouped else 1
         padding = dilation * (kernel_size - 1) // 2
         return cls(in_chs, out_chs, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                   bias=False, norm_layer=self.norm_layer, act_layer=self.act_layer if act else None, **kwargs)
+                   bias=False, norm_layer=self.norm_layer if norm else None,
+                   act_layer=self.act_layer if act else None, **kwargs)
 
 
 def make_factory(conv: str, groups: GroupsSpec, conv_kwargs: dict[str, Any] | None, family_kwargs: dict[str, Any],

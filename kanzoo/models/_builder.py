@@ -4,7 +4,8 @@ Pretrained weights go through a loader that the hub floor installs with :func:`s
 (``import kanzoo`` does it). The loader fetches the state dict before the model is built (so a
 missing file fails fast), then prepares it for the built model (format conversion, ``in_chans``
 adaptation, head reset, strict key checks); timm's builder does the rest (features_only wrapping).
-Without a loader, timm's own pretrained loading is used.
+Without a loader, timm's own pretrained loading is used. A build of a manifest tag (named, or the
+default tag when its weights are loaded) takes the tag's ``model_args`` as defaults of its arguments.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any, Protocol
 
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from torch import nn
+
+from ._pretrained import build_tag, tag_model_args
 
 StateDict = dict[str, Any]
 
@@ -47,7 +50,24 @@ def check_model_source(name: str) -> None:
 
 def build_kan_model(model_cls: type[nn.Module], variant: str, pretrained: bool = False, *,
                     feature_cfg: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
-    """Build ``model_cls`` for the registry entry ``variant`` with its pretrained cfg (timm-style)."""
+    """Build ``model_cls`` for the registry entry ``variant`` with its pretrained cfg (timm-style).
+
+    A tag's ``model_args`` (see :func:`kanzoo.models._pretrained.build_tag`) fill in arguments not given, and
+    are recorded with the model's arguments (``save_pretrained`` writes them to ``config.json``).
+    """
+    default_tag = resolve_pretrained_cfg(variant).tag
+    tag = build_tag(pretrained, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"), default_tag)
+    from_tag = {key: value for key, value in tag_model_args(variant, tag).items() if key not in kwargs}
+    model = _build(model_cls, variant, pretrained, feature_cfg, {**from_tag, **kwargs})
+    # timm records the arguments given to create_model in _model_args (save_config_for_hf writes them as the
+    # config's model_args); the tag's belong there as well, so that a saved model rebuilds the same way
+    if from_tag:
+        model._model_args = {**getattr(model, "_model_args", {}), **from_tag}
+    return model
+
+
+def _build(model_cls: type[nn.Module], variant: str, pretrained: bool, feature_cfg: dict[str, Any] | None,
+           kwargs: dict[str, Any]) -> nn.Module:
     if not pretrained or _loader is None:
         return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
     loader = _loader

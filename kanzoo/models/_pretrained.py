@@ -1,7 +1,9 @@
 """Pretrained cfgs generated from ``weights_manifest.json``, the single source of truth for weights.
 
 The packaged manifest is used unless the environment variable ``KANZOO_WEIGHTS_MANIFEST`` names
-another manifest file (a mirror, or a test manifest pointing at a local Hub server).
+another manifest file (a mirror, or a test manifest pointing at a local Hub server). An entry's
+``model_args`` are the constructor arguments its weights need (e.g. ``act_layer='relu'``); they are
+defaults of any build of that tag (:func:`tag_model_args`), and arguments given explicitly win.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import functools
 import json
 import os
 from importlib import resources
-from typing import Any
+from typing import Any, Mapping
 
 MANIFEST_ENV = "KANZOO_WEIGHTS_MANIFEST"
 
+# pretrained_cfg_overlay keys that load weights from somewhere else than the tag's file
+_OTHER_SOURCES = ("file", "state_dict", "url", "hf_hub_id")
 # manifest fields that map one-to-one onto timm's PretrainedCfg
 _CFG_FIELDS = ("num_classes", "input_size", "mean", "std", "interpolation", "crop_pct", "license")
 
@@ -59,3 +63,20 @@ def pretrained_cfgs(architecture: str, **base_cfg: Any) -> dict[str, dict[str, A
         cfg["hf_hub_id"] = entry["hf_hub_id"] if revision == "main" else f"{entry['hf_hub_id']}@{revision}"
         cfgs[f"{arch}.{tag}"] = cfg
     return cfgs or {architecture: dict(base_cfg)}
+
+
+def tag_model_args(architecture: str, tag: str | None) -> dict[str, Any]:
+    """The ``model_args`` of the manifest entry ``architecture.tag`` (empty when it has none or does not exist)."""
+    entry = load_manifest().get(f"{architecture}.{tag}") if tag else None
+    return dict(entry.get("model_args") or {}) if isinstance(entry, Mapping) else {}
+
+
+def build_tag(pretrained: bool, pretrained_cfg: Any, overlay: Mapping[str, Any] | None,
+              default_tag: str | None) -> str | None:
+    """The tag whose ``model_args`` a build takes: one named explicitly (``'arch.tag'`` or ``pretrained_cfg='tag'``),
+    or the default tag when ``pretrained=True`` loads that tag's own file; otherwise None (the plain architecture)."""
+    if isinstance(pretrained_cfg, str):
+        return pretrained_cfg
+    if pretrained_cfg is None and pretrained and not any((overlay or {}).get(key) for key in _OTHER_SOURCES):
+        return default_tag
+    return None

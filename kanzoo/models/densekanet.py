@@ -1,11 +1,16 @@
 """DenseKANet: DenseNet layouts (121/161/169/201) built from KAN convolutions.
 
 Each dense layer is a 1x1 KAN conv to ``bn_size * growth_rate`` channels and a 3x3 KAN conv to
-``growth_rate`` channels, each ending with its norm and activation; the new channels are concatenated
-to the layer's input, as in DenseNet. Because every KAN conv normalises its own output, the
-concatenated tensor is already normalised and no pre-activation norm is needed. Transitions are a
-1x1 KAN conv (``compression`` of the channels) and a 2x2 average pool. The stem is a 7x7 stride-2 KAN
-conv (the plain form of a bottleneck family) and a 3x3 max-pool. ``groups=`` applies to the 3x3 convs.
+``growth_rate`` channels; the new channels are concatenated to the layer's input, as in DenseNet.
+Transitions are a 1x1 KAN conv (``compression`` of the channels) and a 2x2 average pool. The stem is a
+7x7 stride-2 KAN conv (the plain form of a bottleneck family) with its norm and activation, and a 3x3
+max-pool. ``groups=`` applies to the 3x3 convs.
+
+By default (``preact=False``) every KAN conv ends with its own norm and activation, so the concatenated
+tensor is already normalised. ``preact=True`` is DenseNet's pre-activation layout instead: norm and
+activation before each conv of the dense layers and transitions (the convs have none of their own), and
+a final norm and activation (``features.norm5``, ``features.act5``) before the head; with ReLU, an
+identity base branch and zero basis weights it computes DenseNet exactly (the ``tv_in1k`` tags).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch.utils.checkpoint
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
+from kanzoo.layers import create_act, create_norm
 from kanzoo.models._blocks import (GroupsSpec, KANClassifierMixin, KANConvFactory, classifier_cfg,
                                    make_factory, make_head, scale_channels)
 from kanzoo.models._builder import build_kan_model
@@ -26,27 +32,41 @@ from kanzoo.models._pretrained import pretrained_cfgs
 __all__ = ["DenseKANet", "DenseKANLayer", "DenseKANBlock"]
 
 
-class DenseKANLayer(nn.Module):
-    """1x1 KAN conv to ``bn_size * growth`` channels, then a 3x3 KAN conv to ``growth`` new channels."""
+def _norm_act(make: KANConvFactory, channels: int, preact: bool) -> tuple[nn.Module, nn.Module]:
+    """The norm and activation in front of a pre-activation conv (identities without ``preact``)."""
+    if not preact:
+        return nn.Identity(), nn.Identity()
+    return create_norm(make.norm_layer, channels, 2), create_act(make.act_layer)
 
-    def __init__(self, make: KANConvFactory, in_chs: int, growth: int, bn_size: int) -> None:
+
+class DenseKANLayer(nn.Module):
+    """1x1 KAN conv to ``bn_size * growth`` channels, then a 3x3 KAN conv to ``growth`` new channels.
+
+    With ``preact`` each conv has a norm and activation in front (``norm1``, ``act1``, ``norm2``, ``act2``)
+    instead of its own; without, those are identities (no parameters, no state-dict keys).
+    """
+
+    def __init__(self, make: KANConvFactory, in_chs: int, growth: int, bn_size: int, preact: bool = False) -> None:
         super().__init__()
         inner = bn_size * growth
-        self.conv1 = make(in_chs, inner, 1)
-        self.conv2 = make(inner, growth, 3, grouped=True)
+        self.norm1, self.act1 = _norm_act(make, in_chs, preact)
+        self.conv1 = make(in_chs, inner, 1, norm=not preact, act=not preact)
+        self.norm2, self.act2 = _norm_act(make, inner, preact)
+        self.conv2 = make(inner, growth, 3, grouped=True, norm=not preact, act=not preact)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x))
+        return self.conv2(self.act2(self.norm2(self.conv1(self.act1(self.norm1(x))))))
 
 
 class DenseKANBlock(nn.ModuleDict):
     """``num_layers`` dense layers; each sees the concatenation of the block input and all earlier outputs."""
 
-    def __init__(self, make: KANConvFactory, num_layers: int, in_chs: int, growth: int, bn_size: int) -> None:
+    def __init__(self, make: KANConvFactory, num_layers: int, in_chs: int, growth: int, bn_size: int,
+                 preact: bool = False) -> None:
         super().__init__()
         self.grad_checkpointing = False
         for i in range(num_layers):
-            self.add_module(f"denselayer{i + 1}", DenseKANLayer(make, in_chs + i * growth, growth, bn_size))
+            self.add_module(f"denselayer{i + 1}", DenseKANLayer(make, in_chs + i * growth, growth, bn_size, preact))
         self.out_chs = in_chs + num_layers * growth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,13 +91,16 @@ class DenseKANet(KANClassifierMixin, nn.Module):
         in_chans, num_classes, global_pool, drop_rate: as in timm.
         conv, conv_kwargs, groups, width, norm_layer, act_layer, **family_kwargs: as in ``ResKANet``;
         ``width`` multiplies ``growth_rate`` and ``num_init_features``.
+        preact: DenseNet's pre-activation layout (see the module doc); False keeps every conv's own norm and
+            activation.
     """
 
     def __init__(self, block_config: Sequence[int] = (6, 12, 24, 16), growth_rate: int = 32,
                  num_init_features: int = 64, bn_size: int = 4, compression: float = 0.5, in_chans: int = 3,
                  num_classes: int = 1000, global_pool: str = "avg", drop_rate: float = 0.0, conv: str = "kagn",
                  conv_kwargs: dict[str, Any] | None = None, groups: GroupsSpec = 1, width: float = 1.0,
-                 norm_layer: Any = "batch", act_layer: Any = "silu", **family_kwargs: Any) -> None:
+                 norm_layer: Any = "batch", act_layer: Any = "silu", preact: bool = False,
+                 **family_kwargs: Any) -> None:
         super().__init__()
         if len(block_config) != 4 or any(n < 1 for n in block_config):
             raise ValueError(f"block_config must be four positive layer counts, got {tuple(block_config)}")
@@ -95,15 +118,19 @@ class DenseKANet(KANClassifierMixin, nn.Module):
         self.feature_info = [dict(num_chs=chs, reduction=2, module="features.conv0")]
         reduction = 4
         for index, num_layers in enumerate(block_config):
-            block = DenseKANBlock(make, num_layers, chs, growth, bn_size)
+            block = DenseKANBlock(make, num_layers, chs, growth, bn_size, preact)
             layers[f"denseblock{index + 1}"] = block
             chs = block.out_chs
-            self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"features.denseblock{index + 1}"))
-            if index < len(block_config) - 1:
+            last = index == len(block_config) - 1
+            module = "features.act5" if last and preact else f"features.denseblock{index + 1}"
+            self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=module))
+            if not last:
                 out_chs = max(1, int(chs * compression))
-                layers[f"transition{index + 1}"] = nn.Sequential(make(chs, out_chs, 1), nn.AvgPool2d(2, stride=2))
+                layers[f"transition{index + 1}"] = _transition(make, chs, out_chs, preact)
                 chs = out_chs
                 reduction *= 2
+        if preact:
+            layers["norm5"], layers["act5"] = _norm_act(make, chs, preact)
         self.features = nn.Sequential(layers)
         self.num_features = self.head_hidden_size = chs
         self.head = make_head(chs, num_classes, global_pool, drop_rate)
@@ -123,6 +150,17 @@ class DenseKANet(KANClassifierMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+
+def _transition(make: KANConvFactory, in_chs: int, out_chs: int, preact: bool) -> nn.Sequential:
+    """A 1x1 KAN conv and a 2x2 average pool; with ``preact``, a norm and activation before the conv (named as in
+    DenseNet: ``norm``, ``act``, ``conv``, ``pool``)."""
+    pool = nn.AvgPool2d(2, stride=2)
+    if not preact:
+        return nn.Sequential(make(in_chs, out_chs, 1), pool)
+    norm, act = _norm_act(make, in_chs, preact)
+    return nn.Sequential(OrderedDict(norm=norm, act=act, conv=make(in_chs, out_chs, 1, norm=False, act=False),
+                                     pool=pool))
 
 
 def _create_densekanet(variant: str, pretrained: bool, **kwargs: Any) -> DenseKANet:

@@ -18,12 +18,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model, resolve_pretrained_cfg
 from torch import nn
 
 from kanzoo.models._blocks import IMAGENET_MEAN, IMAGENET_STD, GroupsSpec, KANConvFactory, make_factory
 from kanzoo.models._builder import build_kan_model
-from kanzoo.models._pretrained import pretrained_cfgs
+from kanzoo.models._pretrained import build_tag, pretrained_cfgs, tag_model_args
 from kanzoo.models._registry import create_model
 from kanzoo.models._segmentation import KANSegmentationModel
 
@@ -61,6 +61,9 @@ class UKANet(KANSegmentationModel):
             follows the encoder's widths.
 
     ``freeze_encoder()`` freezes the classification encoder (``encoder``); the decoder and head keep training.
+    ``encoder_name`` and ``encoder_args`` record the encoder's registry name and the arguments it was built
+    with (``in_chans`` included, and with ``pretrained_encoder`` those of the encoder's default tag, e.g.
+    ``act_layer='relu'`` for ``reskanet_18.tv_in1k``).
     """
 
     def __init__(self, encoder: str = "reskanet_18", encoder_kwargs: dict[str, Any] | None = None,
@@ -74,6 +77,13 @@ class UKANet(KANSegmentationModel):
         shared = {key: value for key, value in shared.items() if value is not None}
         enc_args = {**shared, **family_kwargs, **(encoder_kwargs or {})}
         levels = _count_levels(encoder, enc_args)
+        self.encoder_name = encoder
+        self.pretrained_encoder = pretrained_encoder
+        # the arguments of the encoder's tag that create_model(encoder, pretrained=True) applies
+        tag = build_tag(pretrained_encoder, None, None, resolve_pretrained_cfg(encoder).tag)
+        self._encoder_tag_args = {k: v for k, v in tag_model_args(encoder, tag).items() if k not in enc_args}
+        self._encoder_kwargs = dict(encoder_kwargs or {})
+        self.encoder_args = {**self._encoder_tag_args, **enc_args, "in_chans": in_chans}
         self.encoder = create_model(encoder, pretrained=pretrained_encoder, features_only=True,
                                     out_indices=tuple(range(levels)), in_chans=in_chans, **enc_args)
         channels = self.encoder.feature_info.channels()
@@ -97,6 +107,14 @@ class UKANet(KANSegmentationModel):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Conv2d(chs, num_classes, 1)
         self.grad_checkpointing = False
+
+    def model_args_for_saving(self) -> dict[str, Any]:
+        """Overrides of the recorded arguments for ``save_pretrained``: the saved state holds the encoder's weights,
+        so the saved model rebuilds with ``pretrained_encoder=False`` (no download) and the encoder's tag
+        arguments in ``encoder_kwargs``."""
+        if not self.pretrained_encoder:
+            return {}
+        return {"pretrained_encoder": False, "encoder_kwargs": {**self._encoder_tag_args, **self._encoder_kwargs}}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

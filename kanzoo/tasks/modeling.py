@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import difflib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from torch import nn
 
 import kanzoo
+from kanzoo.hub import CheckpointMismatchError, check_pretrained_fit, resolve_tag
 from kanzoo.models import KANSegmentationModel
 
 from .errors import TaskError
@@ -57,11 +60,52 @@ def has_pretrained(name: str) -> bool:
     return name in available if "." in name else bool(available)
 
 
-def create_task_model(source: str, *, pretrained: bool | None = None, **kwargs: Any) -> nn.Module:
+def _weights_fit(name: str, kwargs: dict[str, Any], what: str, opt_out: str) -> bool:
+    """True when the registry has weights for ``name`` that fit ``create_model(name, **kwargs)`` (checked on the
+    meta device, nothing downloaded); warns, naming the arguments, when it has weights that do not fit."""
+    if not has_pretrained(name):
+        return False
+    try:
+        check_pretrained_fit(name, **kwargs)
+    except CheckpointMismatchError:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("num_classes", "in_chans"))
+        warnings.warn(f"{what}: the pretrained weights {resolve_tag(name)} do not fit the model arguments "
+                      f"({arguments}), so it starts from random initialisation; drop those arguments to start from "
+                      f"the weights, or pass {opt_out} to choose random initialisation without this warning",
+                      stacklevel=2)
+        return False
+    return True
+
+
+def _encoder_option(source: str, wanted: bool | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``{'pretrained_encoder': ...}`` for a model with a classification encoder (UKANet), read from a copy built on
+    the meta device; ``wanted=None`` means: when the encoder's weights fit. Empty for other models."""
+    if "pretrained_encoder" in kwargs:
+        return {}
+    with torch.device("meta"):
+        probe = kanzoo.create_model(source, **kwargs)
+    encoder = getattr(probe, "encoder_name", None)
+    if encoder is None:
+        if wanted:
+            raise TaskError(f"{source} has no classification encoder to load pretrained weights into; drop "
+                            "--pretrained-encoder")
+        return {}
+    if wanted is None:
+        wanted = _weights_fit(encoder, probe.encoder_args, f"the encoder of {source}",
+                              "pretrained_encoder=False (--no-pretrained-encoder)")
+    return {"pretrained_encoder": wanted}
+
+
+def create_task_model(source: str, *, pretrained: bool | None = None, pretrained_encoder: bool | None = False,
+                      **kwargs: Any) -> nn.Module:
     """Build a model from a registered ``name[.tag]``, an ``hf-hub:`` id or a hub-ready folder.
 
-    ``pretrained=None`` loads weights when they exist (always for folders and ``hf-hub:``). ``kwargs`` go to
-    the model (e.g. ``num_classes``); for saved models the head is reset instead when the class count differs.
+    ``pretrained=None`` loads weights when they exist and fit the model as configured (always for folders and
+    ``hf-hub:``); otherwise it starts from random initialisation and warns when weights exist but do not fit.
+    ``pretrained_encoder`` (for models with a classification encoder, e.g. UKANet, when not ``pretrained``):
+    True loads the encoder's weights, None does so when they exist and fit, False leaves the model's default.
+    ``kwargs`` go to the model (e.g. ``num_classes``); for saved models the head is reset instead when the class
+    count differs.
     """
     if source.startswith("hf-hub:") or is_folder_source(source):
         num_classes = kwargs.pop("num_classes", None)
@@ -75,8 +119,14 @@ def create_task_model(source: str, *, pretrained: bool | None = None, **kwargs: 
         return model
     check_model_name(source)
     if pretrained is None:
-        pretrained = has_pretrained(source)
-    return kanzoo.create_model(source, pretrained=pretrained, **kwargs)
+        pretrained = _weights_fit(source, kwargs, source, "pretrained=False (--no-pretrained)")
+    if not pretrained and pretrained_encoder is not False:
+        kwargs.update(_encoder_option(source, pretrained_encoder, kwargs))
+    try:
+        return kanzoo.create_model(source, pretrained=pretrained, **kwargs)
+    except CheckpointMismatchError as err:
+        opt_out = "--no-pretrained" if pretrained else "--no-pretrained-encoder"
+        raise TaskError(f"{source}: {err}; or pass {opt_out} to start from random initialisation") from None
 
 
 def label_names(model: nn.Module) -> list[str] | None:

@@ -122,15 +122,18 @@ def _write_overlays(model: nn.Module, dataset: SegmentationDataset, count: int, 
 def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, batch_size: int = 8,
             lr: float = 1e-3, weight_decay: float = 1e-4, img_size: int | None = None,
             num_classes: int | None = None, class_names: Sequence[str] | None = None,
-            pretrained: bool | None = None, amp: bool = False, workers: int | None = None, seed: int = 0,
-            resume: bool = False, overwrite: bool = False, val_split: float | None = None,
-            push_to_hub: str | None = None, overlays: int = 4, device: str | None = None,
-            progress: bool | None = None, model_kwargs: dict[str, Any] | None = None) -> FitResult:
+            pretrained: bool | None = None, pretrained_encoder: bool | None = None, amp: bool = False,
+            workers: int | None = None, seed: int = 0, resume: bool = False, overwrite: bool = False,
+            val_split: float | None = None, push_to_hub: str | None = None, overlays: int = 4,
+            device: str | None = None, progress: bool | None = None,
+            model_kwargs: dict[str, Any] | None = None) -> FitResult:
     """Train a segmentation model on ``images/`` + ``masks/`` folders with Dice + cross-entropy loss.
 
     Writes ``metrics.csv`` (``val_miou``, ``val_dice``, per-class IoU and Dice), ``curves.png``, overlay
     PNGs of a few validation images in ``overlays/`` (image | truth | prediction), the best model as a
-    hub-ready folder ``best/`` and the resumable ``last.pt``.
+    hub-ready folder ``best/`` and the resumable ``last.pt``. ``pretrained_encoder`` (models with a classification
+    encoder, e.g. UKANet): None starts the encoder from its pretrained weights when they exist and fit the model
+    arguments, True always, False never.
     """
     settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress)
     settings.check()
@@ -140,8 +143,9 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
     info = distributed.setup(device)
     try:
         seed_everything(seed)
-        net = create_task_model(model, pretrained=False if resume else pretrained, num_classes=found.num_classes,
-                                **(model_kwargs or {}))
+        net = create_task_model(model, pretrained=False if resume else pretrained,
+                                pretrained_encoder=False if resume else pretrained_encoder,
+                                num_classes=found.num_classes, **(model_kwargs or {}))
         if not is_segmentation(net):
             raise TaskError(f"{model} is a classifier; use `kanzoo finetune` for it, or a segmentation model "
                             "such as ukanet_18 or u2kanet_small here")
