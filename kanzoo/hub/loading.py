@@ -23,7 +23,8 @@ from torch import nn
 
 from .convert import prepare_state_dict
 from .download import _hub_errors, download_weights, hub_download
-from .errors import CheckpointMismatchError, HubDownloadError, ModelConfigError, WeightsNotFoundError
+from .errors import (CheckpointMismatchError, HubDownloadError, HubError, ModelConfigError,
+                     WeightsNotFoundError)
 from .manifest import manifest
 
 __all__ = ["HubLoader", "check_config", "load_checkpoint_file"]
@@ -111,8 +112,9 @@ class HubLoader:
         """Run timm's own download of the weights of ``name`` (``arch[.tag]``, or a ``kanify:`` name) with kanzoo's errors."""
         arch = _cfg_name(pretrained_cfg)
         if not any(pretrained_cfg.get(key) for key in ("hf_hub_id", "url", "file", "state_dict")):
+            arch = pretrained_cfg.get("architecture") or arch
             raise WeightsNotFoundError(f"timm has no pretrained weights for {arch!r}; use pretrained=False, a tag "
-                                       f"with weights (timm.list_pretrained('{arch.partition('.')[0]}.*')), or "
+                                       f"with weights (timm.list_pretrained('{arch}.*')), or "
                                        "pretrained_cfg_overlay=dict(file=PATH)")
         local = pretrained_cfg.get("file") or pretrained_cfg.get("state_dict")
         repo_id, revision = _split_revision(pretrained_cfg.get("hf_hub_id") or "")
@@ -122,6 +124,8 @@ class HubLoader:
         try:
             with hub:
                 yield
+        except HubError:
+            raise
         except FileNotFoundError as err:
             raise WeightsNotFoundError(f"checkpoint file {str(err.filename or local)!r} does not exist") from None
         except urllib.error.URLError as err:
@@ -164,8 +168,7 @@ def check_config(path: str | os.PathLike[str], name: str) -> None:
     if not isinstance(config, dict) or not isinstance(args, (dict, type(None))):
         raise ModelConfigError(f"the config.json of {name!r} is not a timm model config (an object with "
                                "'architecture' and a 'model_args' object)")
-    bad = sorted(set(args or {}) & _LOCATION_ARGS)
-    bad += sorted(key for key, value in (args or {}).items() if _names_location(value))
+    bad = sorted(set(args or {}) & _LOCATION_ARGS | {key for key, value in (args or {}).items() if _names_location(value)})
     if bad:
         raise ModelConfigError(f"the config.json of {name!r} sets {bad} to a file or another model source; a saved "
                                "config may only describe an architecture (remove those model_args)")
