@@ -109,7 +109,7 @@ class HubLoader:
 
     @contextlib.contextmanager
     def source_weights(self, pretrained_cfg: dict[str, Any], name: str) -> Iterator[None]:
-        """Run timm's own download of the weights of ``name`` (``arch[.tag]``, or a ``kanify:`` name) with kanzoo's errors."""
+        """Run timm's own download of the weights of ``name`` (``arch[.tag]``, ``kanify:...``) with kanzoo's errors."""
         arch = _cfg_name(pretrained_cfg)
         if not any(pretrained_cfg.get(key) for key in ("hf_hub_id", "url", "file", "state_dict")):
             arch = pretrained_cfg.get("architecture") or arch
@@ -168,7 +168,8 @@ def check_config(path: str | os.PathLike[str], name: str) -> None:
     if not isinstance(config, dict) or not isinstance(args, (dict, type(None))):
         raise ModelConfigError(f"the config.json of {name!r} is not a timm model config (an object with "
                                "'architecture' and a 'model_args' object)")
-    bad = sorted(set(args or {}) & _LOCATION_ARGS | {key for key, value in (args or {}).items() if _names_location(value)})
+    args = args or {}
+    bad = sorted(set(args) & _LOCATION_ARGS | {key for key, value in args.items() if _names_location(value)})
     if bad:
         raise ModelConfigError(f"the config.json of {name!r} sets {bad} to a file or another model source; a saved "
                                "config may only describe an architecture (remove those model_args)")

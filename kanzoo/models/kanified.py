@@ -71,7 +71,7 @@ def split_family_kwargs(conv: str, kwargs: Mapping[str, Any]) -> tuple[dict[str,
 
 
 def create_timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` for a timm registry name ``'arch[.tag]'``, with the hub's one-line errors for its weights."""
+    """``timm.create_model`` for a timm name ``'arch[.tag]'``, with the hub's one-line errors for its weights."""
     check_timm_name(name)
     return _build_timm(name, pretrained, name, "", kwargs)
 
@@ -122,15 +122,17 @@ def create_kanified(source: str, pretrained: bool = False, *, conv: str = "kagn"
         kanify(model, conv, filter=filter, **family_kwargs)
     else:
         wanted = _converted_names(converted, filter)
-        kanify(model, conv, filter=lambda name, module: any(n in wanted for n in _full_names(name)),
-               **family_kwargs)
-        record = model.kanify_record
-        record.filter = filter if isinstance(filter, str) else "custom"
-        missing = sorted(wanted - set(record.converted))
-        if missing and not features:
-            raise ValueError(f"the kanify recipe converts {len(missing)} convolution(s) that {arch} as built does not "
-                             f"have as plain convolutions: {missing[:5]}; build it with the model arguments (and the "
-                             "timm version) it was saved with")
+        if features:  # the extractor's names, mapped back to the full model's that the recipe holds
+            kanify(model, conv, filter=lambda name, module: any(n in wanted for n in _full_names(name)),
+                   **family_kwargs)
+        else:
+            kanify(model, conv, filter=lambda name, module: name in wanted, **family_kwargs)
+            missing = sorted(wanted - set(model.kanify_record.converted))
+            if missing:
+                raise ValueError(f"the kanify recipe converts {len(missing)} convolution(s) that {arch} as built does "
+                                 f"not have as plain convolutions: {missing[:5]}; build it with the model arguments "
+                                 "(and the timm version) it was saved with")
+        model.kanify_record.filter = filter if isinstance(filter, str) else "custom"
     if saved is not None:
         base = {k: v for k, v in model.pretrained_cfg.items() if k not in _SOURCE_FIELDS}
         cfg = {**base, **saved, "architecture": arch}
@@ -178,8 +180,8 @@ def _feature_keys(model: nn.Module) -> Callable[[dict[str, Any]], dict[str, Any]
 
 
 def _entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """A timm CNN with KAN convolutions: ``source='resnet18'``, ``conv=``, ``filter=`` or ``converted=``, family
-    and timm arguments (what a saved kanified model's config.json holds; ``create_model('kanify:...')`` builds new ones)."""
+    """A timm CNN with KAN convolutions: ``source='resnet18'``, ``conv=``, ``filter=`` or ``converted=``, family and
+    timm arguments (what a saved kanified model's config.json holds; ``create_model('kanify:...')`` builds new ones)."""
     if "source" not in kwargs:
         raise TypeError("the kanify entry point needs source='<timm architecture>'; "
                         "or build kanzoo.create_model('kanify:resnet18', ...)")
