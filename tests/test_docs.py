@@ -4,7 +4,7 @@ Each block runs in a fresh namespace inside a temporary working directory, compi
 markdown file's name and line numbers, so a traceback points at the line in the markdown. An HTML
 comment on the line right before a block declares what it needs (the table in CONTRIBUTING.md):
 
-    <!-- docs-test: hub -->              weights of the manifest tags and kanify: names it names, served by the local Hub
+    <!-- docs-test: hub -->              weights of the manifest tags and kanify: names it has, from the local Hub
     <!-- docs-test: data=images -->      my_images/{train,val}/<class>/*.png and photo.jpg
     <!-- docs-test: data=masks -->       my_masks/{train,val}/{images,masks}/*.png and scan.png
     <!-- docs-test: data=checkpoint -->  model.safetensors, a vggkan_11 state dict

@@ -96,6 +96,20 @@ def test_a_missing_repository_or_no_weights_at_all_say_so(local_hub, hf_cache) -
     bare = sorted(set(timm.list_models("resnet*")) - with_weights)[0]
     with pytest.raises(WeightsNotFoundError, match=f"timm has no pretrained weights for '{bare}'"):
         kanzoo.create_model(f"kanify:{bare}", pretrained=True)
+    with pytest.raises(WeightsNotFoundError, match="checkpoint file '/no/cnn.safetensors' does not exist"):
+        kanzoo.create_model("kanify:resnet10t", pretrained=True,
+                            pretrained_cfg_overlay=dict(file="/no/cnn.safetensors"))
+
+
+def test_a_local_cnn_checkpoint_is_kanified_exactly(tmp_path) -> None:
+    cnn = timm.create_model("resnet10t", num_classes=4).eval()
+    save_file(cnn.state_dict(), tmp_path / "cnn.safetensors")
+    x = torch.randn(1, 3, 32, 32)
+    file = str(tmp_path / "cnn.safetensors")  # a fine-tuned CNN: its cfg says how many classes its head has
+    for kwargs in (dict(pretrained=True, pretrained_cfg_overlay=dict(file=file, num_classes=4)),
+                   dict(checkpoint_path=file)):
+        model = kanzoo.create_model("kanify:resnet10t", num_classes=4, degree=1, **kwargs)
+        assert relative_error(logits(model, x), logits(cnn, x)) < 1e-5
 
 
 def test_download_then_offline_info_and_predict(timm_hub, local_hub, tmp_path, monkeypatch, capsys) -> None:

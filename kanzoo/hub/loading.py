@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from ..models.kanified import LOCATION_ARGS
 from .convert import prepare_state_dict
 from .download import _hub_errors, download_weights, hub_download
 from .errors import (CheckpointMismatchError, HubDownloadError, HubError, ModelConfigError,
@@ -30,9 +31,6 @@ from .manifest import manifest
 __all__ = ["HubLoader", "check_config", "load_checkpoint_file"]
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-# model arguments that would make a saved config load something besides the architecture it describes
-_LOCATION_ARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_model_args",
-                            "cache_dir", "pretrained"})
 _SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
@@ -169,7 +167,7 @@ def check_config(path: str | os.PathLike[str], name: str) -> None:
         raise ModelConfigError(f"the config.json of {name!r} is not a timm model config (an object with "
                                "'architecture' and a 'model_args' object)")
     args = args or {}
-    bad = sorted(set(args) & _LOCATION_ARGS | {key for key, value in args.items() if _names_location(value)})
+    bad = sorted(set(args) & LOCATION_ARGS | {key for key, value in args.items() if _names_location(value)})
     if bad:
         raise ModelConfigError(f"the config.json of {name!r} sets {bad} to a file or another model source; a saved "
                                "config may only describe an architecture (remove those model_args)")

@@ -101,7 +101,9 @@ def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], 
         lines += ["## Metrics", "", f"Dataset: {dataset or 'not stated'}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {value} |" for key, value in metrics.items()]
         lines.append("")
-    args = config.get("model_args") or {}
+    args = dict(config.get("model_args") or {})
+    if len(args.get("converted", ())) > 4:  # a kanified model: the full list is in config.json
+        args["converted"] = [*args["converted"][:3], f"... {len(args['converted'])} in all"]
     lines += ["## Model arguments", "", "```json", json.dumps(args, indent=2), "```", "",
               "## How to load", "", "```python", "import kanzoo, timm", ""]
     if repo_id:

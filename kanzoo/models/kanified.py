@@ -28,16 +28,17 @@ from ._blocks import accepted_kwargs
 from ._builder import load_saved_weights, source_weights
 from ._kanify import _SET_BY_KANIFY, FILTER_NAMES, ConvFilter, kanify
 
-__all__ = ["ENTRY", "KANIFY_PREFIX", "RECIPE_KEYS", "check_timm_name", "create_kanified", "create_timm_model",
-           "split_family_kwargs"]
+__all__ = ["ENTRY", "KANIFY_PREFIX", "LOCATION_ARGS", "RECIPE_KEYS", "check_timm_name", "create_kanified",
+           "create_timm_model", "split_family_kwargs"]
 
 KANIFY_PREFIX = "kanify:"
 ENTRY = "kanify"
 """The registered architecture that rebuilds saved kanified models (``architecture`` in their ``config.json``)."""
 RECIPE_KEYS = ("source", "conv", "filter", "converted")
 _SAVED_SOURCES = ("hf-hub", "local-dir")
-# arguments of timm.create_model that load weights from elsewhere: a saved recipe may not set them
-_LOCATION_ARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained"})
+LOCATION_ARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_model_args",
+                           "cache_dir", "pretrained"})
+"""Arguments that make ``create_model`` load weights from somewhere: a saved config may not set them."""
 _SOURCE_FIELDS = ("url", "file", "hf_hub_id", "hf_hub_filename", "source", "state_dict")
 
 
@@ -144,7 +145,7 @@ def create_kanified(source: str, pretrained: bool = False, *, conv: str = "kagn"
 
 def _check_saved_args(args: Mapping[str, Any]) -> None:
     """A saved recipe names an architecture only: no argument may point timm at weights elsewhere."""
-    bad = sorted(set(args) & _LOCATION_ARGS)
+    bad = sorted(set(args) & LOCATION_ARGS)
     if bad:
         raise ValueError(f"a saved kanify config may not set {bad}: it describes an architecture, and its weights "
                          "come from the same repository or folder")
