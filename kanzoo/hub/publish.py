@@ -95,8 +95,8 @@ def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], 
     if dataset:
         lines += ["datasets:", f"- {dataset}"]
     lines += ["---", "", f"# {repo_id or architecture}", "",
-              f"{_description(model, architecture)}, {num_params:,} parameters, {config['num_classes']} classes, input "
-              f"{tuple(config['pretrained_cfg'].get('input_size', ()))}.", ""]
+              f"{_description(model, architecture)}, {num_params:,} parameters, {config['num_classes']} classes, "
+              f"input {tuple(config['pretrained_cfg'].get('input_size', ()))}.", ""]
     if metrics:
         lines += ["## Metrics", "", f"Dataset: {dataset or 'not stated'}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {value} |" for key, value in metrics.items()]

@@ -10,7 +10,7 @@ Without a loader, timm's own pretrained loading is used.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Protocol
+from typing import Any, Callable, ContextManager, Protocol
 
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from torch import nn
@@ -57,7 +57,7 @@ def source_weights(pretrained_cfg: dict[str, Any], name: str) -> ContextManager[
 
 
 def load_saved_weights(model: nn.Module, pretrained_cfg: dict[str, Any], cache_dir: Any = None,
-                       rename: Any = None) -> None:
+                       rename: Callable[[StateDict], StateDict] | None = None) -> None:
     """Load the weights a ``'hf-hub:'`` / ``'local-dir:'`` cfg points at into ``model``, through the loader's checks.
 
     ``rename`` (a function of the state dict) maps the saved keys to the model's first.
