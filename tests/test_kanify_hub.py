@@ -82,7 +82,7 @@ def test_a_downloaded_config_cannot_point_the_weights_elsewhere(local_hub, hf_ca
     assert torch.equal(logits(kanzoo.create_model(f"hf-hub:{repo_id}", pretrained=True), x), logits(model, x))
 
 
-def test_offline_missing_and_absent_weights_are_one_line_errors(local_hub, hf_cache, hf_offline) -> None:
+def test_offline_with_an_empty_cache_is_one_line_error(local_hub, hf_cache, hf_offline) -> None:
     with pytest.raises(WeightsUnavailableOfflineError, match="kanzoo download kanify:resnet10t") as info:
         kanzoo.create_model("kanify:resnet10t", pretrained=True)
     assert "\n" not in str(info.value) and info.value.__suppress_context__
