@@ -1,8 +1,10 @@
-"""torch.hub entry points, generated from kanzoo's registry: one per architecture and one per pretrained tag.
+"""torch.hub entry points, generated from kanzoo's registry: one per architecture and one per pretrained tag,
+and ``kanify`` for any timm CNN with KAN convolutions.
 
     torch.hub.load('<owner>/kanzoo', 'vggkan_11', pretrained=True)                 # default tag
     torch.hub.load(repo_dir, 'vggkan_11', source='local', pretrained=True, tag='tck_in1k')
     torch.hub.load(repo_dir, 'vggkan_11.tck_in1k', source='local', pretrained=True, num_classes=10)
+    torch.hub.load(repo_dir, 'kanify', 'resnet18', source='local', pretrained=True, conv='kagn', degree=3)
 
 Every keyword argument goes to ``kanzoo.create_model`` (``num_classes``, ``in_chans``, ``conv``...).
 """
@@ -28,6 +30,17 @@ def _entry_point(name, tagged):
     entry.__doc__ = (f"{summary}\n\nArgs: pretrained (bool), tag (pretrained weights tag; available: {weights}; "
                      "the first is the default), then any kanzoo.create_model keyword argument.")
     return entry
+
+
+def kanify(source, pretrained=False, conv="kagn", **kwargs):
+    """A timm CNN whose convolutions are KAN convolutions computing the same function (kanzoo.kanify).
+
+    Args: source (timm name[.tag], e.g. 'resnet18'), pretrained (timm's weights of the source), conv (KAN conv
+    family), then filter=, the family's arguments (degree=...) and timm.create_model's (num_classes=...).
+    """
+    import kanzoo
+
+    return kanzoo.create_model(f"kanify:{source}", pretrained=pretrained, conv=conv, **kwargs)
 
 
 def _generate():

@@ -324,3 +324,31 @@ def _eager_expansion():
     kernels.set_fused_kernels(False)
     yield
     kernels.set_fused_kernels(False)
+
+
+@pytest.fixture
+def timm_hub(local_hub, hf_cache):
+    """Stage a timm-format repository (``config.json`` + ``model.safetensors``, random weights) for a timm name.
+
+    ``stage('resnet10t.c3_in1k')`` serves the repository timm downloads that tag from (its ``hf_hub_id``) and
+    returns ``(repo_id, state_dict)``; timm and kanzoo then fetch it through huggingface_hub, as from the Hub.
+    """
+    import timm
+    import torch
+    from safetensors.torch import save
+    from timm.models import resolve_pretrained_cfg, split_model_name_tag
+    from timm.models._hub import save_config_for_hf
+
+    def stage(name: str, seed: int = 0) -> tuple[str, dict[str, Any]]:
+        arch, tag = split_model_name_tag(name)
+        torch.manual_seed(seed)
+        model = timm.create_model(name)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        config = Path(tempfile.mkdtemp(prefix="kanzoo-timm-config-")) / "config.json"
+        save_config_for_hf(model, str(config))
+        repo_id = resolve_pretrained_cfg(arch, pretrained_cfg=tag or None).hf_hub_id
+        local_hub.stage(repo_id, {"config.json": config.read_bytes(), "model.safetensors": save(state)})
+        shutil.rmtree(config.parent, ignore_errors=True)
+        return repo_id, state
+
+    return stage

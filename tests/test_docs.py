@@ -4,8 +4,8 @@ Each block runs in a fresh namespace inside a temporary working directory, compi
 markdown file's name and line numbers, so a traceback points at the line in the markdown. An HTML
 comment on the line right before a block declares what it needs (the table in CONTRIBUTING.md):
 
-    <!-- docs-test: hub -->              weights of the manifest tags it names, served by the local Hub (random
-                                         values; timm-format repositories for tags converted from timm's CNNs)
+    <!-- docs-test: hub -->              weights of the manifest tags and kanify: names it names, from the local Hub
+                                         (random values; timm-format repositories for timm's CNNs)
     <!-- docs-test: data=images -->      my_images/{train,val}/<class>/*.png and photo.jpg
     <!-- docs-test: data=masks -->       my_masks/{train,val}/{images,masks}/*.png and scan.png
     <!-- docs-test: data=checkpoint -->  model.safetensors, a vggkan_11 state dict
@@ -171,10 +171,13 @@ DATA: dict[str, Callable[[Path], None]] = {"images": _images, "masks": _masks, "
 
 
 @pytest.fixture
-def docs_hub(local_hub, weights_manifest, hf_cache):
-    """Stage the weights of every manifest tag a block names on the local Hub, in a test manifest."""
+def docs_hub(local_hub, weights_manifest, hf_cache, timm_hub):
+    """Stage the weights of every manifest tag a block names on the local Hub, in a test manifest, and a timm-format
+    repository (random weights) for every ``kanify:`` name."""
 
     def serve(code: str) -> None:
+        for source in sorted(set(re.findall(r"kanify:(\w+(?:\.\w+)?)", code))):
+            timm_hub(source)
         entries = copy.deepcopy(manifest())
         for tag, entry in entries.items():
             architecture = tag.partition(".")[0]

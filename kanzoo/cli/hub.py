@@ -1,4 +1,8 @@
-"""``kanzoo info NAME`` (architecture, size, pretrained tags) and ``kanzoo download NAME...`` (fetch + verify)."""
+"""``kanzoo info NAME`` (architecture, size, pretrained tags) and ``kanzoo download NAME...`` (fetch + verify).
+
+Both also take ``kanify:<timm name>`` and plain timm names: ``info`` then shows the source CNN, the KAN conv
+family, the filter and the converted convolutions; ``download`` fetches the weights timm loads.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,17 @@ import json
 import sys
 from typing import Any
 
+import timm
 import torch
-from timm.models import get_arch_name, model_entrypoint
+from timm.models import get_arch_name, get_pretrained_cfg, model_entrypoint
+from torch import nn
 
-from kanzoo.hub import HubError, download_weights, manifest, resolve_tag
+from kanzoo.hub import HubError, download_timm_weights, download_weights, manifest, resolve_tag
 from kanzoo.models import create_model, is_model
+from kanzoo.models.kanified import KANIFY_PREFIX, RECIPE_KEYS, check_timm_name, create_timm_model, split_family_kwargs
+from kanzoo.tasks.modeling import is_timm_name
+
+from .tasks import _model_args
 
 
 def model_info(name: str) -> dict[str, Any]:
@@ -36,6 +46,65 @@ def model_info(name: str) -> dict[str, Any]:
         "interpolation": cfg.get("interpolation"), "crop_pct": cfg.get("crop_pct"),
         "weights": weights,
     }
+
+
+def timm_model_info(name: str, model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a ``kanify:`` name (or a plain timm name) builds: the source CNN, the conversion, sizes, timm's weights."""
+    source = name.removeprefix(KANIFY_PREFIX)
+    arch, tag = check_timm_name(source)
+    kwargs = dict(model_kwargs or {})
+    with torch.device("meta"):
+        plain = create_timm_model(source, **split_family_kwargs(kwargs.get("conv", "kagn"), {
+            k: v for k, v in kwargs.items() if k not in (*RECIPE_KEYS, "conv_kwargs")})[1])
+        model = create_model(name, **kwargs) if name.startswith(KANIFY_PREFIX) else plain
+    cfg = model.pretrained_cfg
+    tags = [n for n in timm.list_pretrained(f"{arch}.*") if tag is None or n == source]
+    info = {
+        "architecture": name, "source": arch,
+        "description": (model_entrypoint(arch).__doc__ or "").strip().partition("\n")[0],
+        "class": type(model).__name__, "num_params": _params(model), "source_num_params": _params(plain),
+        "input_size": list(cfg.get("input_size", ())), "mean": list(cfg.get("mean", ())),
+        "std": list(cfg.get("std", ())), "interpolation": cfg.get("interpolation"), "crop_pct": cfg.get("crop_pct"),
+        "weights": [_timm_weights(n, default=get_pretrained_cfg(arch).tag) for n in tags],
+    }
+    record = getattr(model, "kanify_record", None)
+    if record is not None:
+        convs = sum(isinstance(m, nn.modules.conv._ConvNd) for m in plain.modules())
+        info["kanify"] = dict(conv=record.conv, filter=record.filter, family_kwargs=record.family_kwargs,
+                              converted=len(record.converted), convolutions=convs, skipped=record.skipped)
+    return info
+
+
+def format_timm_info(info: dict[str, Any]) -> str:
+    """``timm_model_info`` as readable text."""
+    lines = [f"{info['architecture']}: timm's {info['source']} ({info['description'] or 'no description'})",
+             f"  class {info['class']}, {info['num_params']:,} parameters"]
+    kan = info.get("kanify")
+    if kan:
+        lines[-1] += f" ({info['source_num_params']:,} in the CNN)"
+        family = ", ".join(f"{k}={v!r}" for k, v in kan["family_kwargs"].items()) or "defaults"
+        lines.append(f"  kanify  {kan['conv']} ({family}), filter {kan['filter']}: {kan['converted']} of "
+                     f"{kan['convolutions']} convolutions converted, exactly (same outputs as the CNN)")
+        if kan["skipped"]:
+            lines.append(f"  kept    {', '.join(f'{k} ({v})' for k, v in kan['skipped'].items())}")
+    lines.append(f"  input {'x'.join(map(str, info['input_size']))}, mean {info['mean']}, std {info['std']}, "
+                 f"{info['interpolation']}, crop_pct {info['crop_pct']}")
+    if not info["weights"]:
+        lines.append("  timm weights: none")
+    for w in info["weights"]:
+        where = f"{w['hf_hub_id']} ({'cached' if w['cached'] else 'not cached'})" if w["hf_hub_id"] else "a URL"
+        lines.append(f"  {w['name']}{' (default)' if w['default'] else ''}: timm weights from {where}")
+    return "\n".join(lines)
+
+
+def _timm_weights(name: str, default: str | None) -> dict[str, Any]:
+    hub_id = get_pretrained_cfg(name).hf_hub_id
+    cached = bool(hub_id) and _cached(dict(hf_hub_id=hub_id, filename="model.safetensors"))
+    return dict(name=name, default=name.partition(".")[2] == default, hf_hub_id=hub_id, cached=cached)
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def _cached(entry: dict[str, Any]) -> bool:
@@ -70,12 +139,14 @@ def format_info(info: dict[str, Any]) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
+    timm_name = is_timm_name(args.name)
     try:
-        info = model_info(args.name)
-    except (ValueError, HubError) as err:
+        info = timm_model_info(args.name, _model_args(args.model_arg)) if timm_name else model_info(args.name)
+    except (ValueError, TypeError, HubError) as err:
         print(f"kanzoo info: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    text = format_timm_info(info) if timm_name else format_info(info)
+    print(json.dumps(info, indent=2) if args.json else text)
     return 0
 
 
@@ -83,8 +154,11 @@ def _download(args: argparse.Namespace) -> int:
     failures = 0
     for name in args.names:
         try:
-            tag = resolve_tag(name)
-            path = download_weights(tag)
+            if is_timm_name(name):
+                tag, path = name, download_timm_weights(name)
+            else:
+                tag = resolve_tag(name)
+                path = download_weights(tag)
         except HubError as err:
             print(f"kanzoo download: {name}: {err}", file=sys.stderr)
             failures += 1
@@ -98,12 +172,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser("info", help="describe a model and its pretrained weights",
                                description="Architecture, parameter count, preprocessing and pretrained tags "
                                "(Hub location, metrics, sha256, license, whether it is cached).")
-    info.add_argument("name", help="architecture or architecture.tag, e.g. vggkan_11 or vggkan_11.tck_in1k")
+    info.add_argument("name", help="architecture or architecture.tag, e.g. vggkan_11 or vggkan_11.tck_in1k; or "
+                      "kanify:<timm name> (e.g. kanify:resnet18) or a timm name")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                      help="model argument, repeatable (e.g. --model-arg conv=kacn --model-arg degree=2)")
     info.set_defaults(func=_info)
     download = commands.add_parser("download", help="download and verify pretrained weights into the Hub cache",
                                    description="Fetch each tag's weights file (an architecture means its default "
                                    "tag) into the Hugging Face cache and verify its sha256, e.g. before going "
                                    "offline (HF_HUB_OFFLINE=1).")
-    download.add_argument("names", nargs="+", metavar="NAME", help="architecture or architecture.tag")
+    download.add_argument("names", nargs="+", metavar="NAME", help="architecture or architecture.tag; or "
+                          "kanify:<timm name>[.tag] or a timm name (the file timm loads, not verified)")
     download.set_defaults(func=_download)

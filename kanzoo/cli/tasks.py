@@ -13,7 +13,8 @@ from kanzoo import runtime
 from kanzoo.tasks import TaskError, evaluate, export_model, finetune, predict, quickstart, segment
 from kanzoo.tasks.export import FORMATS
 
-_MODEL_HELP = "registered name[.tag] (kanzoo list), hf-hub:org/repo, or a folder written by finetune/segment"
+_MODEL_HELP = ("registered name[.tag] (kanzoo list), kanify:<timm name>[.tag] (a timm CNN with KAN convs), a timm "
+               "name (the CNN itself), hf-hub:org/repo, or a folder written by finetune/segment")
 
 
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

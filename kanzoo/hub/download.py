@@ -13,7 +13,7 @@ from .errors import (ChecksumMismatchError, HubDownloadError, WeightsNotFoundErr
                      WeightsUnavailableOfflineError)
 from .manifest import manifest_entry
 
-__all__ = ["download_weights", "hub_download", "is_offline", "sha256_file"]
+__all__ = ["download_timm_weights", "download_weights", "hub_download", "is_offline", "sha256_file"]
 
 _logger = logging.getLogger(__name__)
 _reported_unverified: set[tuple[str, str]] = set()
@@ -131,3 +131,25 @@ def download_weights(name: str, *, cache_dir: Any = None) -> Path:
     path = hub_download(entry["hf_hub_id"], entry["filename"], entry.get("revision"), cache_dir=cache_dir, what=tag)
     verify_file(path, tag, entry)
     return path
+
+
+def download_timm_weights(name: str, *, cache_dir: Any = None) -> Path:
+    """Fetch the Hub weights file timm loads for ``name`` (``'arch[.tag]'`` or ``'kanify:arch[.tag]'``) into the cache.
+
+    timm publishes no sha256 of its files, so none is checked; the file is the one timm reads offline.
+    """
+    from timm.models import resolve_pretrained_cfg
+
+    from ..models.kanified import KANIFY_PREFIX, check_timm_name
+
+    try:
+        arch, tag = check_timm_name(name.removeprefix(KANIFY_PREFIX))
+    except ValueError as err:
+        raise WeightsNotFoundError(str(err)) from None
+    cfg = resolve_pretrained_cfg(arch, pretrained_cfg=tag).to_dict()
+    if not cfg.get("hf_hub_id"):
+        where = f"from {cfg['url']!r}, not from the Hub" if cfg.get("url") else "nowhere: timm has no weights for it"
+        raise WeightsNotFoundError(f"timm fetches the weights of {name!r} {where}")
+    repo_id, _, revision = cfg["hf_hub_id"].partition("@")
+    return hub_download(repo_id, cfg.get("hf_hub_filename") or "model.safetensors", revision or None,
+                        cache_dir=cache_dir, what=name)

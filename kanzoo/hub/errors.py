@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["HubError", "ManifestError", "WeightsNotFoundError", "WeightsUnavailableOfflineError",
-           "ChecksumMismatchError", "CheckpointMismatchError", "HubDownloadError"]
+           "ChecksumMismatchError", "CheckpointMismatchError", "HubDownloadError", "ModelConfigError"]
 
 
 class HubError(RuntimeError):
@@ -35,3 +35,7 @@ class CheckpointMismatchError(HubError, KeyError):
 
 class HubDownloadError(HubError, ConnectionError):
     """The Hub could not be reached, refused access (gated or private repo) or failed."""
+
+
+class ModelConfigError(HubError, ValueError):
+    """A saved model's ``config.json`` cannot be read, or names something besides an architecture (a file, a repo)."""

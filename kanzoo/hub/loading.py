@@ -1,29 +1,38 @@
 """The pretrained loader installed into ``build_kan_model``: where weights come from, then how they fit.
 
-Sources, in timm's priority order: an in-memory ``state_dict``, a local ``file`` (both through
-``pretrained_cfg_overlay``), a ``local-dir:`` or ``hf-hub:`` model, the manifest entry of
-``architecture.tag`` (downloaded at the manifest's revision and sha256-verified), then any other
-``hf_hub_id`` or ``url`` in the cfg.
+Sources, in timm's priority order: a ``local-dir:`` or ``hf-hub:`` model (only that folder or
+repository: a saved config describes an architecture, so its ``file`` or ``url`` fields are ignored and
+model arguments naming another source or a file are refused), an in-memory ``state_dict``, a local
+``file`` (both through ``pretrained_cfg_overlay``), the manifest entry of ``architecture.tag``
+(downloaded at the manifest's revision and sha256-verified), then any other ``hf_hub_id`` or ``url``
+in the cfg. The same errors cover the weights timm fetches itself for ``kanify:`` sources
+(:meth:`HubLoader.source_weights`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import urllib.error
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from ..models import create_model
+from ..models.kanified import LOCATION_ARGS
 from .convert import prepare_state_dict
-from .download import download_weights, hub_download
-from .errors import CheckpointMismatchError, WeightsNotFoundError
+from .download import _hub_errors, download_weights, hub_download
+from .errors import (CheckpointMismatchError, HubDownloadError, HubError, ModelConfigError,
+                     WeightsNotFoundError)
 from .manifest import manifest, resolve_tag
 
-__all__ = ["HubLoader", "check_pretrained_fit", "load_checkpoint_file"]
+__all__ = ["HubLoader", "check_config", "check_pretrained_fit", "load_checkpoint_file"]
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
 def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -74,15 +83,15 @@ class HubLoader:
     def fetch(self, pretrained_cfg: dict[str, Any], cache_dir: Any = None) -> dict[str, Any]:
         """The raw state dict for a resolved pretrained cfg (downloaded and verified when it comes from the Hub)."""
         name = _cfg_name(pretrained_cfg)
-        if pretrained_cfg.get("state_dict"):
-            return dict(pretrained_cfg["state_dict"])
         source = pretrained_cfg.get("source")
         if source == "local-dir":
             return self._from_dir(Path(pretrained_cfg["file"]))
-        if pretrained_cfg.get("file"):
-            return load_checkpoint_file(pretrained_cfg["file"])
         if source == "hf-hub":
             return self._from_hub_repo(pretrained_cfg, cache_dir)
+        if pretrained_cfg.get("state_dict"):
+            return dict(pretrained_cfg["state_dict"])
+        if pretrained_cfg.get("file"):
+            return load_checkpoint_file(pretrained_cfg["file"])
         if name in manifest():
             return load_checkpoint_file(download_weights(name, cache_dir=cache_dir))
         if pretrained_cfg.get("hf_hub_id"):
@@ -108,10 +117,41 @@ class HubLoader:
         source, model_id = parse_model_name(name)
         if source == "hf-hub":
             repo_id, revision = _split_revision(model_id)
-            hub_download(repo_id, "config.json", revision)
-        elif source == "local-dir" and not (Path(model_id) / "config.json").is_file():
-            raise WeightsNotFoundError(f"no config.json in {model_id!r}: save the model there with "
-                                       "kanzoo.save_pretrained(model, folder)")
+            path = hub_download(repo_id, "config.json", revision)
+        elif source == "local-dir":
+            path = Path(model_id) / "config.json"
+            if not path.is_file():
+                raise WeightsNotFoundError(f"no config.json in {model_id!r}: save the model there with "
+                                           "kanzoo.save_pretrained(model, folder)")
+        else:
+            return
+        check_config(path, name)
+
+    @contextlib.contextmanager
+    def source_weights(self, pretrained_cfg: dict[str, Any], name: str) -> Iterator[None]:
+        """Run timm's own download of the weights of ``name`` (``arch[.tag]``, ``kanify:...``) with kanzoo's errors."""
+        arch = _cfg_name(pretrained_cfg)
+        if not any(pretrained_cfg.get(key) for key in ("hf_hub_id", "url", "file", "state_dict")):
+            arch = pretrained_cfg.get("architecture") or arch
+            raise WeightsNotFoundError(f"timm has no pretrained weights for {arch!r}; use pretrained=False, a tag "
+                                       f"with weights (timm.list_pretrained('{arch}.*')), or "
+                                       "pretrained_cfg_overlay=dict(file=PATH)")
+        local = pretrained_cfg.get("file") or pretrained_cfg.get("state_dict")
+        repo_id, revision = _split_revision(pretrained_cfg.get("hf_hub_id") or "")
+        filename = pretrained_cfg.get("hf_hub_filename") or _WEIGHT_FILES[0]
+        hub = _hub_errors(repo_id, filename, revision or "main", name) if repo_id and not local \
+            else contextlib.nullcontext()
+        try:
+            with hub:
+                yield
+        except HubError:
+            raise
+        except FileNotFoundError as err:
+            raise WeightsNotFoundError(f"checkpoint file {str(err.filename or local)!r} does not exist") from None
+        except urllib.error.URLError as err:
+            raise HubDownloadError(f"cannot download the weights of {arch!r} from {pretrained_cfg.get('url')!r} "
+                                   f"({err.reason}); check the connection, or pass "
+                                   "pretrained_cfg_overlay=dict(file=PATH)") from None
 
     @staticmethod
     def _from_dir(folder: Path) -> dict[str, Any]:
@@ -133,6 +173,36 @@ class HubLoader:
                 raise
             path = hub_download(repo_id, _WEIGHT_FILES[1], revision, cache_dir=cache_dir)
         return load_checkpoint_file(path)
+
+
+def check_config(path: str | os.PathLike[str], name: str) -> None:
+    """Refuse a saved ``config.json`` that is not JSON, or whose model arguments name a file or another source.
+
+    A downloaded config describes an architecture; the weights come from the same repository or folder.
+    """
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelConfigError(f"cannot read the config.json of {name!r}: {type(err).__name__}: {err}") from None
+    args = config.get("model_args") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or not isinstance(args, (dict, type(None))):
+        raise ModelConfigError(f"the config.json of {name!r} is not a timm model config (an object with "
+                               "'architecture' and a 'model_args' object)")
+    args = args or {}
+    bad = sorted(set(args) & LOCATION_ARGS | {key for key, value in args.items() if _names_location(value)})
+    if bad:
+        raise ModelConfigError(f"the config.json of {name!r} sets {bad} to a file or another model source; a saved "
+                               "config may only describe an architecture (remove those model_args)")
+
+
+def _names_location(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(prefix in value for prefix in _SOURCE_PREFIXES) or "/" in value or "\\" in value
+    if isinstance(value, dict):
+        return any(_names_location(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_names_location(v) for v in value)
+    return False
 
 
 def _cfg_name(pretrained_cfg: dict[str, Any]) -> str:

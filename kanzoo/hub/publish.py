@@ -3,11 +3,15 @@
 ``config.json`` carries ``architecture``, ``num_classes``, ``num_features``, ``pretrained_cfg`` and
 ``model_args`` (every constructor argument given to ``create_model``), so that
 ``kanzoo.create_model('hf-hub:org/repo', pretrained=True)`` and ``timm.create_model`` (after
-``import kanzoo``) rebuild the same model with the same weights.
+``import kanzoo``) rebuild the same model with the same weights. A model converted by ``kanzoo.kanify``
+is saved as the architecture ``kanify`` with its recipe as model arguments: ``source`` (the timm
+architecture), ``conv``, ``filter`` (when it has a name), ``converted`` (the converted convolutions, so
+that the rebuild is exact whatever the filter was) and the family's arguments.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -17,11 +21,12 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from ..models import KANSegmentationModel
+from ..models import KANIFY_FILTERS, KANSegmentationModel, KanifyRecord
+from ..models.kanified import ENTRY, RECIPE_KEYS
 from .download import _hub_errors
 from .errors import HubError
 
-__all__ = ["atomic_write", "push_to_hub", "save_pretrained"]
+__all__ = ["atomic_write", "kanify_recipe", "push_to_hub", "save_pretrained"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -49,6 +54,36 @@ def _check_model(model: nn.Module) -> str:
     return cfg["architecture"]
 
 
+def kanify_recipe(source: str, record: KanifyRecord) -> dict[str, Any]:
+    """The model arguments of the ``kanify`` entry point that rebuild a model kanified as ``record`` says."""
+    recipe: dict[str, Any] = {"source": source, "conv": record.conv}
+    if record.filter in KANIFY_FILTERS:
+        recipe["filter"] = record.filter
+    return {**recipe, "converted": list(record.converted), **record.family_kwargs}
+
+
+def _config_view(model: nn.Module, architecture: str, extra: dict[str, Any]) -> nn.Module:
+    """The model as ``save_config_for_hf`` should see it: a kanified one as the ``kanify`` architecture."""
+    record = getattr(model, "kanify_record", None)
+    if not isinstance(record, KanifyRecord):
+        return model
+    recipe = kanify_recipe(architecture, record)
+    view = copy.copy(model)  # shares the modules; only its own _model_args (timm's arguments) differ
+    view._model_args = {k: v for k, v in getattr(model, "_model_args", {}).items()
+                        if k not in (*RECIPE_KEYS, "conv_kwargs", *record.family_kwargs)}
+    extra.setdefault("pretrained_cfg", {})["architecture"] = ENTRY
+    extra["model_args"] = recipe
+    return view
+
+
+def _description(model: nn.Module, architecture: str) -> str:
+    record = getattr(model, "kanify_record", None)
+    if isinstance(record, KanifyRecord):
+        return (f"timm's `{architecture}` with its convolutions turned into `{record.conv}` KAN convolutions by "
+                f"`kanzoo.kanify` ({len(record.converted)} converted, filter `{record.filter}`)")
+    return f"A kanzoo `{architecture}` model (Kolmogorov-Arnold convolutional network)"
+
+
 def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], metrics: Mapping[str, Any] | None,
                 dataset: str | None, license: str | None, repo_id: str | None) -> str:
     num_params = sum(p.numel() for p in model.parameters())
@@ -60,14 +95,15 @@ def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], 
     if dataset:
         lines += ["datasets:", f"- {dataset}"]
     lines += ["---", "", f"# {repo_id or architecture}", "",
-              f"A kanzoo `{architecture}` model (Kolmogorov-Arnold convolutional network), "
-              f"{num_params:,} parameters, {config['num_classes']} classes, input "
-              f"{tuple(config['pretrained_cfg'].get('input_size', ()))}.", ""]
+              f"{_description(model, architecture)}, {num_params:,} parameters, {config['num_classes']} classes, "
+              f"input {tuple(config['pretrained_cfg'].get('input_size', ()))}.", ""]
     if metrics:
         lines += ["## Metrics", "", f"Dataset: {dataset or 'not stated'}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {value} |" for key, value in metrics.items()]
         lines.append("")
-    args = config.get("model_args") or {}
+    args = dict(config.get("model_args") or {})
+    if len(args.get("converted", ())) > 4:  # a kanified model: the full list is in config.json
+        args["converted"] = [*args["converted"][:3], f"... {len(args['converted'])} in all"]
     lines += ["## Model arguments", "", "```json", json.dumps(args, indent=2), "```", "",
               "## How to load", "", "```python", "import kanzoo, timm", ""]
     if repo_id:
@@ -99,7 +135,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike[str], *,
     extra: dict[str, Any] = {"model_args": for_saving()} if callable(for_saving) else {}
     if license:
         extra["pretrained_cfg"] = {"license": license}
-    atomic_write(folder / CONFIG_NAME, lambda tmp: save_config_for_hf(model, tmp, model_config=extra))
+    view = _config_view(model, architecture, extra)
+    atomic_write(folder / CONFIG_NAME, lambda tmp: save_config_for_hf(view, tmp, model_config=extra))
     config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))

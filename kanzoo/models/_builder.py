@@ -10,7 +10,8 @@ default tag when its weights are loaded) takes the tag's ``model_args`` as defau
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import contextlib
+from typing import Any, Callable, ContextManager, Protocol
 
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from torch import nn
@@ -32,6 +33,8 @@ class PretrainedLoader(Protocol):
 
     def check_source(self, name: str) -> None: ...
 
+    def source_weights(self, pretrained_cfg: dict[str, Any], name: str) -> ContextManager[None]: ...
+
 
 _loader: PretrainedLoader | None = None
 
@@ -46,6 +49,28 @@ def check_model_source(name: str) -> None:
     """For ``'hf-hub:'`` / ``'local-dir:'`` names: let the loader fetch the config first, with its clear errors."""
     if _loader is not None:
         _loader.check_source(name)
+
+
+def source_weights(pretrained_cfg: dict[str, Any], name: str) -> ContextManager[None]:
+    """The context in which timm fetches the pretrained weights of ``name`` (``arch.tag``) for ``pretrained_cfg``.
+
+    The loader checks that the cfg names weights and turns download failures into its one-line errors.
+    """
+    return _loader.source_weights(pretrained_cfg, name) if _loader is not None else contextlib.nullcontext()
+
+
+def load_saved_weights(model: nn.Module, pretrained_cfg: dict[str, Any], cache_dir: Any = None,
+                       rename: Callable[[StateDict], StateDict] | None = None) -> None:
+    """Load the weights a ``'hf-hub:'`` / ``'local-dir:'`` cfg points at into ``model``, through the loader's checks.
+
+    ``rename`` (a function of the state dict) maps the saved keys to the model's first.
+    """
+    if _loader is None:
+        raise RuntimeError("no pretrained-weights loader is installed; `import kanzoo` installs the hub's")
+    state = _loader.fetch(pretrained_cfg, cache_dir=cache_dir)
+    if rename is not None:
+        state = rename(state)
+    model.load_state_dict(_loader.prepare(state, model, pretrained_cfg))
 
 
 def build_kan_model(model_cls: type[nn.Module], variant: str, pretrained: bool = False, *,

@@ -97,11 +97,12 @@ def _resolve_filter(filter: Union[str, ConvFilter, None], model: nn.Module) -> t
 
 
 def _first_conv_name(model: nn.Module) -> str | None:
-    """The name of the first conv the model applies to its input: timm's ``pretrained_cfg['first_conv']``,
-    else the first convolution in module order."""
+    """The name of the first conv the model applies to its input: timm's ``pretrained_cfg['first_conv']`` if the
+    model has a module of that name (a ``features_only`` extractor may rename ``stem.0`` to ``stem_0``), else the
+    first convolution in module order."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     first = cfg.get("first_conv")
-    if isinstance(first, str) and first:
+    if isinstance(first, str) and first and first in dict(model.named_modules()):
         return first
     return next((name for name, module in model.named_modules() if _is_conv_like(module)), None)
 

@@ -1,5 +1,9 @@
 """Models for the tasks: build by name (with suggestions for typos), from a hub-ready folder or the Hub;
-class names; saving the best model as a hub-ready folder."""
+class names; saving the best model as a hub-ready folder.
+
+A name is a kanzoo entry (``reskanet_18[.tag]``), a ``kanify:`` name (``kanify:resnet18``: timm's CNN with
+KAN convolutions) or a plain timm name (``resnet18``: the CNN itself, a baseline one flag away).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+import timm
 import torch
 from torch import nn
 
 import kanzoo
-from kanzoo.hub import CheckpointMismatchError, check_pretrained_fit, resolve_tag
+from kanzoo.hub import CheckpointMismatchError, HubError, check_pretrained_fit, resolve_tag
 from kanzoo.models import KANSegmentationModel
+from kanzoo.models.kanified import ENTRY, KANIFY_PREFIX, check_timm_name, create_timm_model
 
 from .errors import TaskError
 from .runs import atomic_write_text
@@ -36,9 +42,21 @@ def is_folder_source(source: str) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
+def is_timm_name(name: str) -> bool:
+    """True for a ``kanify:`` name or a plain timm name (a timm architecture that is not one of kanzoo's)."""
+    arch = name.partition(".")[0]
+    return name.startswith(KANIFY_PREFIX) or (arch != ENTRY and not kanzoo.is_model(arch) and timm.is_model(arch))
+
+
 def check_model_name(name: str) -> None:
-    """Raise a :class:`TaskError` suggesting close registered names when ``name[.tag]`` is unknown."""
+    """Raise a :class:`TaskError` suggesting close registered (or timm) names when ``name[.tag]`` is unknown."""
     arch, _, tag = name.partition(".")
+    if is_timm_name(name):
+        try:
+            check_timm_name(name.removeprefix(KANIFY_PREFIX))
+        except ValueError as err:
+            raise TaskError(str(err)) from None
+        return
     if kanzoo.is_model(arch):
         if tag and name not in kanzoo.list_models(arch, pretrained=True):
             tags = [n.partition(".")[2] for n in kanzoo.list_models(arch, pretrained=True)]
@@ -48,23 +66,31 @@ def check_model_name(name: str) -> None:
     if Path(name).exists():
         raise TaskError(f"{name} is a path but not a hub-ready folder (it has no config.json); pass a folder "
                         "written by save_pretrained or a registered model name")
-    close = difflib.get_close_matches(arch, kanzoo.list_models(), n=5, cutoff=0.5)
+    close = difflib.get_close_matches(arch, kanzoo.list_models(), n=3, cutoff=0.5)
+    close += difflib.get_close_matches(arch, [n for n in timm.list_models() if n != ENTRY and n not in close], n=2,
+                                       cutoff=0.75)
     hint = f"did you mean: {', '.join(close)}?" if close else "run `kanzoo list` to see every name"
-    raise TaskError(f"unknown model {name!r}; {hint}")
+    raise TaskError(f"unknown model {name!r}; {hint} (timm names work too: resnet18 is the CNN, kanify:resnet18 "
+                    "its KAN version)")
 
 
 def has_pretrained(name: str) -> bool:
-    """True when the registry has pretrained weights for ``name`` (an architecture or ``arch.tag``)."""
-    arch = name.partition(".")[0]
-    available = kanzoo.list_models(arch, pretrained=True)
-    return name in available if "." in name else bool(available)
+    """True when the registry (timm's, for ``kanify:`` and timm names) has weights for ``name`` (``arch[.tag]``)."""
+    if is_timm_name(name):
+        source = name.removeprefix(KANIFY_PREFIX)
+        available = timm.list_pretrained(f"{source.partition('.')[0]}.*")
+    else:
+        source = name
+        available = kanzoo.list_models(name.partition(".")[0], pretrained=True)
+    return source in available if "." in source else bool(available)
 
 
 def _weights_fit(name: str, kwargs: dict[str, Any], what: str, opt_out: str) -> bool:
     """True when the registry has weights for ``name`` that fit ``create_model(name, **kwargs)`` (checked on the
-    meta device, nothing downloaded); warns, naming the arguments, when it has weights that do not fit."""
-    if not has_pretrained(name):
-        return False
+    meta device, nothing downloaded); warns, naming the arguments, when it has weights that do not fit. For
+    ``kanify:`` and timm names: whether timm has weights for it."""
+    if not has_pretrained(name) or is_timm_name(name):
+        return has_pretrained(name)
     try:
         check_pretrained_fit(name, **kwargs)
     except CheckpointMismatchError:
@@ -98,15 +124,25 @@ def _encoder_option(source: str, wanted: bool | None, kwargs: dict[str, Any]) ->
 
 def create_task_model(source: str, *, pretrained: bool | None = None, pretrained_encoder: bool | None = False,
                       **kwargs: Any) -> nn.Module:
-    """Build a model from a registered ``name[.tag]``, an ``hf-hub:`` id or a hub-ready folder.
+    """Build a model from a registered ``name[.tag]``, a ``kanify:`` or timm name, an ``hf-hub:`` id or a folder.
 
     ``pretrained=None`` loads weights when they exist and fit the model as configured (always for folders and
     ``hf-hub:``); otherwise it starts from random initialisation and warns when weights exist but do not fit.
     ``pretrained_encoder`` (for models with a classification encoder, e.g. UKANet, when not ``pretrained``):
     True loads the encoder's weights, None does so when they exist and fit, False leaves the model's default.
     ``kwargs`` go to the model (e.g. ``num_classes``); for saved models the head is reset instead when the class
-    count differs.
+    count differs. Arguments the model does not take, and failures to fetch weights, are :class:`TaskError`s.
     """
+    try:
+        return _create(source, pretrained, pretrained_encoder, kwargs)
+    except TypeError as err:
+        raise TaskError(f"cannot build {source}: {str(err).splitlines()[0]} (check --model-arg)") from None
+    except HubError as err:
+        raise TaskError(str(err)) from None
+
+
+def _create(source: str, pretrained: bool | None, pretrained_encoder: bool | None, kwargs: dict[str, Any]
+            ) -> nn.Module:
     if source.startswith("hf-hub:") or is_folder_source(source):
         num_classes = kwargs.pop("num_classes", None)
         name = source if source.startswith("hf-hub:") else f"local-dir:{Path(source).resolve()}"
@@ -120,6 +156,8 @@ def create_task_model(source: str, *, pretrained: bool | None = None, pretrained
     check_model_name(source)
     if pretrained is None:
         pretrained = _weights_fit(source, kwargs, source, "pretrained=False (--no-pretrained)")
+    if is_timm_name(source) and not source.startswith(KANIFY_PREFIX):
+        return create_timm_model(source, pretrained=pretrained, **kwargs)
     if not pretrained and pretrained_encoder is not False:
         kwargs.update(_encoder_option(source, pretrained_encoder, kwargs))
     try:

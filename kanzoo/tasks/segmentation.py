@@ -20,7 +20,7 @@ from . import distributed
 from .data import SegmentationData, SegmentationDataset, discover_eval_pairs, discover_segmentation, load_rgb
 from .errors import TaskError
 from .metrics import DiceCELoss, confusion_matrix, iou_dice
-from .modeling import create_task_model, is_segmentation, label_names, save_task_model, set_task_cfg
+from .modeling import create_task_model, is_segmentation, is_timm_name, label_names, save_task_model, set_task_cfg
 from .runs import OVERLAYS, RunFolder, atomic_write
 from .train import FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, report_best, seed_everything
 
@@ -135,6 +135,9 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
     encoder, e.g. UKANet): None starts the encoder from its pretrained weights when they exist and fit the model
     arguments, True always, False never.
     """
+    if is_timm_name(model):
+        raise TaskError(f"{model} is a classifier; use `kanzoo finetune` for it, or a U-Net on it here: --model "
+                        f"ukanet --model-arg encoder={model if model.startswith('kanify:') else 'kanify:' + model}")
     settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress)
     settings.check()
     run = RunFolder(out, resume=resume, overwrite=overwrite)
