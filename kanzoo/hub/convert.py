@@ -161,10 +161,14 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], converter: str | None 
                        model: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Apply ``converter`` if ``state`` is in its format, or any converter that recognises it; else return as is.
 
-    ``model`` is the model the state dict is for (some converters read its layout).
+    ``model`` is the model the state dict is for (some converters read its layout). A state dict whose keys
+    are all the model's own is already in its format and is returned as is (a kanified timm ResNet has a
+    timm ResNet's key names, for one).
     """
     if converter is not None and converter not in CONVERTERS:
         raise CheckpointMismatchError(f"unknown converter {converter!r}; known: {sorted(CONVERTERS)}")
+    if model is not None and set(state) <= set(model.state_dict()):
+        return dict(state)
     candidates = [CONVERTERS[converter]] if converter else []
     candidates += [c for name, c in CONVERTERS.items() if name != converter]
     for candidate in candidates:
