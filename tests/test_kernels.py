@@ -218,10 +218,9 @@ def test_kernels_recompile_past_dynamos_default_limit_then_fall_back(monkeypatch
     monkeypatch.setattr(kernels, "_compiled", {})  # new code objects: no variants compiled yet
     monkeypatch.setattr(kernels, "_over_limit", set())
     monkeypatch.setattr(kernels, "MAX_GRAPHS", 2)
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
     torch.manual_seed(0)
     layer = get_conv("kacn", 2)(8, 8, 3, padding=1)
-    with torch.no_grad():
+    with torch.no_grad(), dynamo_config.patch(recompile_limit=1):
         for shape in [(2, 8, 5, 5), (2, 8, 6, 7)]:  # a static variant, then a dynamic one (over the limit of 1)
             layer(torch.randn(shape))
         assert fused == [("expand", True), ("expand", True)]
