@@ -221,10 +221,10 @@ def test_kernels_recompile_past_dynamos_default_limit_then_fall_back(monkeypatch
     torch.manual_seed(0)
     layer = get_conv("kacn", 2)(8, 8, 3, padding=1)
     with torch.no_grad(), dynamo_config.patch(recompile_limit=1):
-        for shape in [(2, 8, 5, 5), (2, 8, 6, 7)]:  # a static variant, then a dynamic one (over the limit of 1)
-            layer(torch.randn(shape))
+        layer(torch.randn(2, 8, 5, 5))
+        layer(torch.randn(2, 8, 1, 1))  # a size-1 map: a second variant, over dynamo's limit of 1
         assert fused == [("expand", True), ("expand", True)]
-        x = torch.randn(2, 8, 1, 1)  # a size-1 dimension: a third variant, over MAX_GRAPHS
+        x = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last)  # a third, over MAX_GRAPHS
         with pytest.warns(RuntimeWarning, match="expand kernel of KACNConv2d has 2 compiled variants"):
             y = layer(x)
         assert fused[-1] == ("expand", False) and kernels.fused_kernels_enabled()
