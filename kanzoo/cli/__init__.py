@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import bench, hub, models, tasks
+from . import bench, hub, inspection, models, tasks
 
-_COMMAND_MODULES = (models, hub, tasks, bench)
+_COMMAND_MODULES = (models, hub, tasks, inspection, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,6 +73,11 @@ def _training_options(parser: argparse.ArgumentParser, epochs: int, batch_size: 
                         help="no progress bars")
     parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                         help="extra model argument, repeatable (e.g. --model-arg width=0.25)")
+    parser.add_argument("--kan-l1", type=float, default=0.0, metavar="LAMBDA",
+                        help="KAN sparsity regularisation: adds LAMBDA * (L1 + MU * entropy) of the KAN convs' basis "
+                             "weights to the loss, logged in metrics.csv (default 0: off; see docs/inspect.md)")
+    parser.add_argument("--kan-entropy", type=float, default=0.0, metavar="MU",
+                        help="weight of the entropy term inside --kan-l1's regularisation (default 0)")
     _allocator_option(parser)
 
 
@@ -81,7 +86,7 @@ def _common_training(args: argparse.Namespace) -> dict[str, Any]:
                 img_size=args.img_size, pretrained=args.pretrained, amp=args.amp, workers=args.workers,
                 seed=args.seed, resume=args.resume, overwrite=args.overwrite, val_split=args.val_split,
                 push_to_hub=args.push_to_hub, device=args.device, progress=args.progress,
-                model_kwargs=_model_args(args.model_arg))
+                model_kwargs=_model_args(args.model_arg), kan_l1=args.kan_l1, kan_entropy=args.kan_entropy)
 
 
 @_guarded

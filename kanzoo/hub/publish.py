@@ -21,8 +21,9 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from ..models import KANIFY_FILTERS, KANSegmentationModel, KanifyRecord
+from ..models import KANIFY_FILTERS, KANSegmentationModel, KanifyRecord, PruningRecord
 from ..models.kanified import ENTRY, RECIPE_KEYS
+from ..models.pruned import PRUNED_ENTRY, PRUNED_KEYS
 from .download import _hub_errors
 from .errors import HubError
 
@@ -63,25 +64,38 @@ def kanify_recipe(source: str, record: KanifyRecord) -> dict[str, Any]:
 
 
 def _config_view(model: nn.Module, architecture: str, extra: dict[str, Any]) -> nn.Module:
-    """The model as ``save_config_for_hf`` should see it: a kanified one as the ``kanify`` architecture."""
-    record = getattr(model, "kanify_record", None)
-    if not isinstance(record, KanifyRecord):
-        return model
-    recipe = kanify_recipe(architecture, record)
+    """The model as ``save_config_for_hf`` should see it: a kanified one as the ``kanify`` architecture, a pruned
+    one as the ``kanzoo_pruned`` architecture around the architecture it was pruned from."""
     view = copy.copy(model)  # shares the modules; only its own _model_args (timm's arguments) differ
-    view._model_args = {k: v for k, v in getattr(model, "_model_args", {}).items()
-                        if k not in (*RECIPE_KEYS, "conv_kwargs", *record.family_kwargs)}
-    extra.setdefault("pretrained_cfg", {})["architecture"] = ENTRY
-    extra["model_args"] = recipe
+    view._model_args = {k: v for k, v in getattr(model, "_model_args", {}).items() if k not in PRUNED_KEYS}
+    record = getattr(model, "kanify_record", None)
+    if isinstance(record, KanifyRecord):
+        view._model_args = {k: v for k, v in view._model_args.items()
+                            if k not in (*RECIPE_KEYS, "conv_kwargs", *record.family_kwargs)}
+        extra.setdefault("pretrained_cfg", {})["architecture"] = ENTRY
+        extra["model_args"] = kanify_recipe(architecture, record)
+    pruning = getattr(model, "pruning_record", None)
+    if isinstance(pruning, PruningRecord):
+        config = extra.setdefault("pretrained_cfg", {})
+        source = config.get("architecture", architecture)
+        config["architecture"] = PRUNED_ENTRY
+        extra["model_args"] = {**extra.get("model_args", {}), "pruned_from": source,
+                               "pruned_layers": pruning.stages}
     return view
 
 
 def _description(model: nn.Module, architecture: str) -> str:
     record = getattr(model, "kanify_record", None)
     if isinstance(record, KanifyRecord):
-        return (f"timm's `{architecture}` with its convolutions turned into `{record.conv}` KAN convolutions by "
+        text = (f"timm's `{architecture}` with its convolutions turned into `{record.conv}` KAN convolutions by "
                 f"`kanzoo.kanify` ({len(record.converted)} converted, filter `{record.filter}`)")
-    return f"A kanzoo `{architecture}` model (Kolmogorov-Arnold convolutional network)"
+    else:
+        text = f"A kanzoo `{architecture}` model (Kolmogorov-Arnold convolutional network)"
+    pruning = getattr(model, "pruning_record", None)
+    if isinstance(pruning, PruningRecord):
+        changed = len({name for stage in pruning.stages for name in stage})
+        text += f", pruned by `kanzoo.inspect.prune_model` ({changed} KAN convolutions made smaller)"
+    return text
 
 
 def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], metrics: Mapping[str, Any] | None,
@@ -104,6 +118,8 @@ def _model_card(model: nn.Module, architecture: str, config: Mapping[str, Any], 
     args = dict(config.get("model_args") or {})
     if len(args.get("converted", ())) > 4:  # a kanified model: the full list is in config.json
         args["converted"] = [*args["converted"][:3], f"... {len(args['converted'])} in all"]
+    if "pruned_layers" in args:  # a pruned model: the layers' changes are in config.json
+        args["pruned_layers"] = f"{sum(len(stage) for stage in args['pruned_layers'])} layer changes (config.json)"
     lines += ["## Model arguments", "", "```json", json.dumps(args, indent=2), "```", "",
               "## How to load", "", "```python", "import kanzoo, timm", ""]
     if repo_id:

@@ -43,6 +43,8 @@ class KANConvBase(nn.Module):
 
     ndim: ClassVar[int]
     family: ClassVar[str] = ""
+    channel_parameters: ClassVar[tuple[str, ...]] = ()
+    """Names of the learned basis tensors whose first dimension is the input channel (e.g. a wavelet's shift)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

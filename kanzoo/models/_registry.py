@@ -11,15 +11,16 @@ from torch import nn
 
 from ._builder import check_model_source
 from .kanified import ENTRY, KANIFY_PREFIX, check_timm_name, create_kanified
+from .pruned import PRUNED_ENTRY
 
 _PACKAGE = "kanzoo."
 _SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
 def _is_kanzoo_architecture(arch: str) -> bool:
-    """Whether ``arch`` is a registered entry point that lives in one of kanzoo's modules (``kanify``, which
-    rebuilds saved kanified models, is not a zoo entry)."""
-    return arch != ENTRY and timm.is_model(arch) and model_entrypoint(arch).__module__.startswith(_PACKAGE)
+    """Whether ``arch`` is a registered entry point that lives in one of kanzoo's modules (``kanify`` and
+    ``kanzoo_pruned``, which rebuild saved kanified and pruned models, are not zoo entries)."""
+    return arch not in (ENTRY, PRUNED_ENTRY) and timm.is_model(arch) and model_entrypoint(arch).__module__.startswith(_PACKAGE)
 
 
 def _kanzoo_architectures() -> list[str]:

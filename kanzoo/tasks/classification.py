@@ -17,7 +17,8 @@ from .errors import TaskError
 from .metrics import topk_correct
 from .modeling import create_task_model, is_segmentation, label_names, save_task_model, set_task_cfg
 from .runs import RunFolder
-from .train import FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, report_best, seed_everything
+from .train import (FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, kan_regularizer, report_best,
+                    seed_everything, with_regularization)
 
 CLASSIFICATION_COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_time_s",
                           "skipped_images")
@@ -68,11 +69,13 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
              freeze_backbone: bool = False, amp: bool = False, workers: int | None = None, seed: int = 0,
              resume: bool = False, overwrite: bool = False, val_split: float | None = None,
              push_to_hub: str | None = None, device: str | None = None, progress: bool | None = None,
-             model_kwargs: dict[str, Any] | None = None) -> FitResult:
+             model_kwargs: dict[str, Any] | None = None, kan_l1: float = 0.0, kan_entropy: float = 0.0) -> FitResult:
     """Fine-tune ``model`` (``name[.tag]``, ``hf-hub:`` id or hub-ready folder) on an ImageFolder tree.
 
     Writes ``out/metrics.csv``, ``out/curves.png``, the best model as a hub-ready folder ``out/best`` and the
     resumable ``out/last.pt``. Under ``torchrun`` every process trains a shard (DDP); only rank 0 writes.
+    ``kan_l1`` (with ``kan_entropy``) adds the KAN paper's sparsity regularisation of the basis weights
+    (:class:`kanzoo.inspect.KANRegularizer`), logged as ``train_kan_l1`` and ``train_kan_entropy``.
     """
     settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress)
     settings.check()
@@ -85,6 +88,7 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
                                 **(model_kwargs or {}))
         if is_segmentation(net):
             raise TaskError(f"{model} is a segmentation model; use `kanzoo segment` for it")
+        regularizer = kan_regularizer(net, kan_l1, kan_entropy)
         cfg = data_config(net, img_size)
         train_tf, val_tf = transforms(cfg)
         if freeze_backbone:
@@ -108,9 +112,10 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
 
         spec = TaskSpec(
             name="finetune", loss_fn=nn.CrossEntropyLoss(), evaluate=evaluate, metric="val_top1",
-            columns=CLASSIFICATION_COLUMNS, score_columns=("val_top1", "val_top5"),
-            run_info={"model": model, "classes": found.classes, "input_size": list(cfg["input_size"])},
-            save_best=save_best,
+            columns=with_regularization(CLASSIFICATION_COLUMNS, regularizer), score_columns=("val_top1", "val_top5"),
+            run_info={"model": model, "classes": found.classes, "input_size": list(cfg["input_size"]),
+                      "kan_l1": kan_l1, "kan_entropy": kan_entropy},
+            save_best=save_best, regularizer=regularizer,
         )
         result = fit(net, net.parameters(), ImageDataset(found.train, train_tf), ImageDataset(found.val, val_tf),
                      spec, run, settings, info)

@@ -22,7 +22,8 @@ from .errors import TaskError
 from .metrics import DiceCELoss, confusion_matrix, iou_dice
 from .modeling import create_task_model, is_segmentation, is_timm_name, label_names, save_task_model, set_task_cfg
 from .runs import OVERLAYS, RunFolder, atomic_write
-from .train import FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, report_best, seed_everything
+from .train import (FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, kan_regularizer, report_best,
+                    seed_everything, with_regularization)
 
 SEGMENTATION_SCORES = ("val_miou", "val_dice", "val_pixel_acc")
 
@@ -126,14 +127,15 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
             workers: int | None = None, seed: int = 0, resume: bool = False, overwrite: bool = False,
             val_split: float | None = None, push_to_hub: str | None = None, overlays: int = 4,
             device: str | None = None, progress: bool | None = None,
-            model_kwargs: dict[str, Any] | None = None) -> FitResult:
+            model_kwargs: dict[str, Any] | None = None, kan_l1: float = 0.0, kan_entropy: float = 0.0) -> FitResult:
     """Train a segmentation model on ``images/`` + ``masks/`` folders with Dice + cross-entropy loss.
 
     Writes ``metrics.csv`` (``val_miou``, ``val_dice``, per-class IoU and Dice), ``curves.png``, overlay
     PNGs of a few validation images in ``overlays/`` (image | truth | prediction), the best model as a
     hub-ready folder ``best/`` and the resumable ``last.pt``. ``pretrained_encoder`` (models with a classification
     encoder, e.g. UKANet): None starts the encoder from its pretrained weights when they exist and fit the model
-    arguments, True always, False never.
+    arguments, True always, False never. ``kan_l1`` and ``kan_entropy``: the KAN sparsity regularisation, as for
+    ``finetune``.
     """
     if is_timm_name(model):
         raise TaskError(f"{model} is a classifier; use `kanzoo finetune` for it, or a U-Net on it here: --model "
@@ -152,6 +154,7 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
         if not is_segmentation(net):
             raise TaskError(f"{model} is a classifier; use `kanzoo finetune` for it, or a segmentation model "
                             "such as ukanet_18 or u2kanet_small here")
+        regularizer = kan_regularizer(net, kan_l1, kan_entropy)
         size = input_size(net, img_size)
         cfg = resolve_data_config(model=net)
         set_task_cfg(net, classes=names, input_size=(3, *size), mean=cfg["mean"], std=cfg["std"])
@@ -183,11 +186,12 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
         per_class = [f"iou_{n}" for n in names] + [f"dice_{n}" for n in names]
         spec = TaskSpec(
             name="segment", loss_fn=loss_fn, evaluate=evaluate, metric="val_miou",
-            columns=("epoch", "train_loss", "val_loss", *SEGMENTATION_SCORES, *per_class, "lr", "epoch_time_s",
-                     "skipped_images"),
+            columns=with_regularization(("epoch", "train_loss", "val_loss", *SEGMENTATION_SCORES, *per_class, "lr",
+                                         "epoch_time_s", "skipped_images"), regularizer),
             score_columns=SEGMENTATION_SCORES,
-            run_info={"model": model, "num_classes": found.num_classes, "input_size": list(size)},
-            save_best=save_best, on_epoch_end=on_epoch_end,
+            run_info={"model": model, "num_classes": found.num_classes, "input_size": list(size), "kan_l1": kan_l1,
+                      "kan_entropy": kan_entropy},
+            save_best=save_best, on_epoch_end=on_epoch_end, regularizer=regularizer,
         )
         result = fit(net, net.parameters(), train_set, val_set, spec, run, settings, info)
         if info.is_main:

@@ -22,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 import kanzoo
+from kanzoo.inspect import KANRegularizer
+from kanzoo.layers import KANConvBase
 
 from . import distributed
 from .data import Batch, ShardSampler, Skipped, collate_skipping
@@ -32,6 +34,7 @@ from .runs import RunFolder, rng_state, set_rng_state
 
 CHECKPOINT_FORMAT = "kanzoo-run/1"
 MIN_LR_FACTOR = 0.01
+REGULARIZATION_COLUMNS = ("train_kan_l1", "train_kan_entropy")
 
 
 @dataclass
@@ -91,6 +94,30 @@ class TaskSpec:
     run_info: dict[str, Any]
     save_best: Callable[[nn.Module, Path, dict[str, float]], None]
     on_epoch_end: Callable[[nn.Module, RunFolder], None] | None = None
+    regularizer: Callable[[nn.Module], tuple[torch.Tensor, dict[str, float]]] | None = None
+    """Adds a penalty to each step's loss; its terms' epoch means are logged (e.g. ``kan_l1``, ``kan_entropy``)."""
+
+
+def kan_regularizer(model: nn.Module, l1: float, entropy: float) -> KANRegularizer | None:
+    """The KAN sparsity regularisation of ``--kan-l1 L1 --kan-entropy ENTROPY`` (None when ``l1`` is 0)."""
+    try:
+        regularizer = KANRegularizer(l1, entropy)
+    except ValueError as err:
+        raise TaskError(str(err).replace("weight l1", "--kan-l1").replace("weight entropy", "--kan-entropy")
+                        .replace("give l1 > 0", "give --kan-l1 too")) from None
+    if regularizer.l1 == 0:
+        return None
+    if not any(isinstance(module, KANConvBase) for module in model.modules()):
+        raise TaskError(f"--kan-l1 regularises KAN convolutions, but {type(model).__name__} has none; drop --kan-l1")
+    return regularizer
+
+
+def with_regularization(columns: Sequence[str], regularizer: KANRegularizer | None) -> tuple[str, ...]:
+    """``columns`` with the regularisation's (``train_kan_l1``, ``train_kan_entropy``) after ``train_loss``."""
+    if regularizer is None:
+        return tuple(columns)
+    at = list(columns).index("train_loss") + 1
+    return (*columns[:at], *REGULARIZATION_COLUMNS, *columns[at:])
 
 
 def seed_everything(seed: int) -> None:
@@ -272,6 +299,7 @@ def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampl
     sampler.set_epoch(epoch)
     model.train()
     loss_sum, seen, skipped = 0.0, 0, 0
+    terms: dict[str, float] = {}
     lr = optimizer.param_groups[0]["lr"]
     batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=_bar_disabled(settings.progress, info))
     for batch in batches:
@@ -285,8 +313,14 @@ def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampl
         targets = batch.targets.to(info.device, non_blocking=True)
         with autocast(info, settings.amp):
             loss = spec.loss_fn(model(inputs), targets)
+        objective = loss
+        if spec.regularizer is not None:
+            penalty, values = spec.regularizer(model)
+            objective = loss + penalty
+            for key, value in values.items():
+                terms[key] = terms.get(key, 0.0) + value * size
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(objective).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -300,7 +334,12 @@ def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampl
     if not math.isfinite(train_loss):
         raise TaskError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {settings.lr})"
                         + (" or drop --amp" if settings.amp else ""))
-    return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "skipped_images": int(sums[2]), "_started": started}
+    row = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "skipped_images": int(sums[2]), "_started": started}
+    if terms:
+        keys = sorted(terms)
+        totals = distributed.all_sum(torch.tensor([terms[k] for k in keys], dtype=torch.double), info)
+        row.update({f"train_{key}": float(total / sums[1]) for key, total in zip(keys, totals)})
+    return row
 
 
 @contextlib.contextmanager

@@ -27,6 +27,8 @@ class WavKANConv(KANConvBase):
     pointwise and the layer keeps its single grouped convolution.
     """
 
+    channel_parameters = ("shift", "scale")
+
     def __init__(self, *args: Any, wavelet: str = "mexican_hat", num_wavelets: int = 4,
                  grid_range: Sequence[float] = (-2.0, 2.0), **kwargs: Any) -> None:
         if wavelet not in _WAVELETS:
