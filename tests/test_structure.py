@@ -18,6 +18,7 @@ from kanzoo.layers.registry import add_conv
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kanzoo"
 FLOORS = ("layers", "models", "hub", "tasks", "cli")
+BESIDE = {"inspect": "models"}  # packages on a floor beside another: kanzoo.inspect imports layers and models only
 MAX_LINES = 600
 
 
@@ -48,7 +49,8 @@ def _imports(name: str) -> set[str]:
 
 def _floor(name: str) -> int | None:
     parts = name.split(".")
-    return FLOORS.index(parts[1]) if len(parts) > 1 and parts[1] in FLOORS else None
+    package = BESIDE.get(parts[1], parts[1]) if len(parts) > 1 else None
+    return FLOORS.index(package) if package in FLOORS else None
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -58,6 +60,14 @@ def test_no_floor_imports_a_higher_one(name: str) -> None:
         return
     upward = sorted(m for m in _imports(name) if (_floor(m) or 0) > own)
     assert not upward, f"{name} (floor {FLOORS[own]}) imports higher floors: {upward}"
+
+
+def test_inspect_sits_beside_the_models_and_the_models_do_not_import_it() -> None:
+    inspect_modules = [name for name in MODULES if name.startswith("kanzoo.inspect")]
+    assert inspect_modules and all(_floor(name) == FLOORS.index("models") for name in inspect_modules)
+    for name in MODULES:
+        if name.startswith(("kanzoo.layers", "kanzoo.models")):
+            assert not {m for m in _imports(name) if m.startswith("kanzoo.inspect")}, name
 
 
 def test_runtime_imports_nothing_of_kanzoo() -> None:

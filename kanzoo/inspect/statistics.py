@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..layers import KANConvBase
+from ..layers.partial import PartialKANConv
 from .functions import kan_layers, responses, weight_view
 
 __all__ = ["DOMAINS", "Edge", "LayerAnalysis", "LayerStatistics", "analyze", "channel_covariances",
@@ -146,13 +147,23 @@ def collect_statistics(model: nn.Module, batches: Iterable[torch.Tensor], *, lay
     stats = {name: LayerStatistics(name, layer) for name, layer in found}
     generator = torch.Generator().manual_seed(seed)
 
+    modules = dict(model.named_modules())
+
     def hook(name: str, layer: KANConvBase) -> Callable[..., None]:
         def record(module: nn.Module, args: tuple) -> None:
             x = args[0]
-            stats[name].add(x.unsqueeze(0) if x.dim() == layer.ndim + 1 else x, samples_per_channel, generator)
+            x = x.unsqueeze(0) if x.dim() == layer.ndim + 1 else x
+            if module is not layer:  # the PartialKANConv around the layer: its kept channels
+                x = x.index_select(1, module.kan_index)
+            stats[name].add(x, samples_per_channel, generator)
         return record
 
-    handles = [layer.register_forward_pre_hook(hook(name, layer)) for name, layer in found]
+    def hooked(name: str, layer: KANConvBase) -> nn.Module:
+        """The layer, or the PartialKANConv that holds it (which may run it without calling it)."""
+        parent = modules.get(name.rpartition(".")[0])
+        return parent if isinstance(parent, PartialKANConv) and parent.kan is layer else layer
+
+    handles = [hooked(name, layer).register_forward_pre_hook(hook(name, layer)) for name, layer in found]
     training = model.training
     model.eval()
     try:
