@@ -19,6 +19,7 @@ or ``set_fused_kernels(False)`` turns the kernels off.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import types
 import warnings
@@ -39,6 +40,7 @@ _enabled = enabled_by_env(os.environ.get(ENV_VAR))
 _failure: str | None = None
 _compiled: dict[tuple[type, str], Callable] = {}
 _over_limit: set[tuple[type, str]] = set()
+_past_default: set[tuple[type, str]] = set()
 
 MAX_GRAPHS = 64
 """Compiled variants one kernel of one layer class may have. A network's layers differ in sizes that the
@@ -94,23 +96,31 @@ def _kernel(layer_class: type, kind: str) -> Callable:
     return _compiled[key]
 
 
+def _more_graphs() -> contextlib.AbstractContextManager:
+    return torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS, accumulated_recompile_limit=MAX_GRAPHS * 64)
+
+
 def _run(family: BasisFamily, kind: str, *args: object) -> tuple[torch.Tensor, ...] | torch.Tensor | None:
     """Call a compiled kernel, or return None where it cannot run: after a compiler failure (warned about
     once, the kernels then stay off) or beyond ``MAX_GRAPHS`` compiled variants of one kernel (warned about
     once per kernel, that call runs eager)."""
     global _failure
-    kernel = _kernel(type(family), kind)
+    key = (type(family), kind)
+    kernel = _kernel(*key)
     try:
         with torch.autocast("cpu", enabled=False):
+            if key in _past_default:  # once past dynamo's default, stay under the raised limit (dynamo logs each hit)
+                with _more_graphs():
+                    return kernel(family, *args)
             try:
                 return kernel(family, *args)
             except torch._dynamo.exc.FailOnRecompileLimitHit:
-                with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS,
-                                                accumulated_recompile_limit=MAX_GRAPHS * 64):
+                _past_default.add(key)
+                with _more_graphs():
                     return kernel(family, *args)
     except torch._dynamo.exc.FailOnRecompileLimitHit:
-        if (type(family), kind) not in _over_limit:
-            _over_limit.add((type(family), kind))
+        if key not in _over_limit:
+            _over_limit.add(key)
             warnings.warn(f"kanzoo: the {kind} kernel of {type(family).__name__} has {MAX_GRAPHS} compiled variants "
                           "(input sizes, memory layouts); inputs that need another one use the eager expansion "
                           "(same results, slower)", RuntimeWarning, stacklevel=3)
