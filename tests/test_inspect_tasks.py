@@ -150,7 +150,7 @@ def test_prune_errors(kan_model, data, tmp_path, capsys):
 def test_finetune_with_kan_l1_logs_the_regularisation(data, tmp_path, capsys):
     out = tmp_path / "run"
     finetune("reskanet_18", data, out, epochs=2, batch_size=8, img_size=32, pretrained=False, workers=0,
-             progress=False, model_kwargs={"width": 0.125}, kan_l1=1.0, kan_entropy=0.1)
+             progress=False, model_kwargs={"width": 0.125}, kan_l1=0.01, kan_entropy=0.1)
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[:4] == ["epoch", "train_loss", "train_kan_l1", "train_kan_entropy"]

@@ -17,15 +17,11 @@ def _inspect(args: argparse.Namespace) -> int:
     analyses = inspect(args.model, args.data, args.out, samples=args.samples, layers=args.layers, top=args.top,
                        batch_size=args.batch_size, img_size=args.img_size, workers=args.workers, seed=args.seed,
                        overwrite=args.overwrite, progress=args.progress)
-    strongest = max(analyses, key=lambda a: a.nonlinearity)
-    print(f"inspected {len(analyses)} KAN convolutions; most nonlinear: {strongest.name} ({strongest.nonlinearity:.3f})")
+    most = max(analyses, key=lambda a: a.nonlinearity)
+    print(f"inspected {len(analyses)} KAN convolutions; most nonlinear: {most.name} ({most.nonlinearity:.3f})")
     print(f"  table    {args.out}/summary.csv")
     print(f"  report   {args.out}/report.md (one picture per layer in {args.out}/layers/)")
     return 0
-
-
-def _size(cost) -> list[str]:
-    return [f"{cost.params / 1e6:.3f} M", f"{cost.gflops:.4f}", f"{cost.forward_ms:.1f}"]
 
 
 @_guarded
@@ -34,14 +30,17 @@ def _prune(args: argparse.Namespace) -> int:
                    batch_size=args.batch_size, img_size=args.img_size, workers=args.workers, device=args.device,
                    seed=args.seed, overwrite=args.overwrite, progress=args.progress)
     before, after = report.cost_before, report.cost_after
-    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(report.counts().items())) or "none"
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(report.counts().items()))
     if not report.plans:
-        print(f"no pruning kept {report.metric} within --max-drop {args.max_drop}; {args.out} holds the model unchanged")
+        print(f"no pruning kept {report.metric} within --max-drop {args.max_drop}; {args.out} holds the model as it "
+              "was")
     else:
         print(f"pruned {len(report.plans)} KAN convolutions ({counts}) in {len(report.evaluations)} evaluations")
-    rows = [("parameters", *_size(before)[:1], *_size(after)[:1]), ("GFLOPs", _size(before)[1], _size(after)[1]),
-            (f"forward ms (batch {before.batch_size}, CPU, {before.threads} threads)", _size(before)[2],
-             _size(after)[2]), (report.metric, f"{report.before:.4f}", f"{report.after:.4f}")]
+    rows = [("parameters", f"{before.params / 1e6:.3f} M", f"{after.params / 1e6:.3f} M"),
+            ("GFLOPs", f"{before.gflops:.4f}", f"{after.gflops:.4f}"),
+            (f"forward ms (batch {before.batch_size}, CPU, {before.threads} threads)", f"{before.forward_ms:.1f}",
+             f"{after.forward_ms:.1f}"),
+            (report.metric, f"{report.before:.4f}", f"{report.after:.4f}")]
     width = max(len(row[0]) for row in rows)
     print(f"{'':{width}}  {'before':>10}  {'after':>10}")
     for name, old, new in rows:

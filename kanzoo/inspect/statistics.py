@@ -2,8 +2,8 @@
 
 :func:`collect_statistics` runs a model in eval mode over a few batches with a forward pre-hook on every KAN conv
 and keeps, per layer: how many inputs each channel saw, how many fell outside the family's useful domain, the
-extremes, and a uniform random sample of each channel's inputs (reservoir sampling by random keys, so the
-sample does not depend on how the data was batched). :func:`analyze` turns them into the input percentiles,
+extremes, and a uniform random sample of each channel's inputs (reservoir sampling by random keys: every input
+has the same chance to be kept, however the data is batched). :func:`analyze` turns them into the input percentiles,
 the ``outside_domain_fraction``, the ``nonlinearity`` and the strongest edges.
 
 The nonlinearity of an edge is the share of its function's variance over the observed inputs (its channel's
@@ -97,6 +97,7 @@ class LayerStatistics:
     samples: torch.Tensor | None = dataclasses.field(default=None, repr=False)
     """``(in_channels, S)``: a uniform random sample of each channel's inputs."""
     keys: torch.Tensor | None = dataclasses.field(default=None, repr=False)
+    """The random keys of the samples: the ``S`` inputs with the smallest keys are kept (a uniform sample)."""
 
     @property
     def outside_domain_fraction(self) -> float:

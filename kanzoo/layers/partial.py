@@ -223,8 +223,8 @@ class PartialKANConv(nn.Module):
         keeping channels and symmetric zero padding. Otherwise ``linear`` and ``kan`` run apart, ``kan`` with its
         memory-saving backward."""
         kan = self.kan
-        return (isinstance(kan, KANConvBase) and not torch.is_grad_enabled() and self.every_group and self.padding_mode == "zeros"
-                and kan._pad_before == kan._pad_after)
+        return (isinstance(kan, KANConvBase) and not torch.is_grad_enabled() and self.every_group
+                and self.padding_mode == "zeros" and kan._pad_before == kan._pad_after)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -20,7 +20,8 @@ _SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 def _is_kanzoo_architecture(arch: str) -> bool:
     """Whether ``arch`` is a registered entry point that lives in one of kanzoo's modules (``kanify`` and
     ``kanzoo_pruned``, which rebuild saved kanified and pruned models, are not zoo entries)."""
-    return arch not in (ENTRY, PRUNED_ENTRY) and timm.is_model(arch) and model_entrypoint(arch).__module__.startswith(_PACKAGE)
+    return (arch not in (ENTRY, PRUNED_ENTRY) and timm.is_model(arch)
+            and model_entrypoint(arch).__module__.startswith(_PACKAGE))
 
 
 def _kanzoo_architectures() -> list[str]:

@@ -105,8 +105,8 @@ def _entry(pretrained: bool = False, *, pruned_from: str | None = None, pruned_l
         raise ValueError(f"pruned_from={pruned_from!r} is not an architecture a pruned model can be built from")
     bad = sorted((set(kwargs) | set(pretrained_model_args or {})) & LOCATION_ARGS)
     if bad:
-        raise ValueError(f"a pruned model's arguments may not set {bad}: they describe an architecture, and its weights "
-                         "come from the same repository or folder")
+        raise ValueError(f"a pruned model's arguments may not set {bad}: they describe an architecture, and its "
+                         "weights come from the same repository or folder")
     if kwargs.get("features_only"):
         raise ValueError("features_only is not available for pruned models; build the whole model and call its "
                          "forward_features, or prune a features_only model built from the original")

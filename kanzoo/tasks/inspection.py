@@ -1,8 +1,8 @@
 """``inspect``: the learned functions and per-layer statistics of a model's KAN convs on real images.
 
 The images come from the layouts training reads: class folders (``DIR/train`` when ``DIR`` has ``train/`` and
-``val/``, else the evaluation folder ``DIR/val`` or ``DIR``) for classifiers, ``images/`` + ``masks/`` for segmentation models, preprocessed as
-for evaluation. The report itself is :func:`kanzoo.inspect.inspect_model`'s.
+``val/``, else the evaluation folder ``DIR/val`` or ``DIR``) for classifiers, ``images/`` + ``masks/`` for
+segmentation models, preprocessed as for evaluation. The report itself is :func:`kanzoo.inspect.inspect_model`'s.
 """
 
 from __future__ import annotations
@@ -56,9 +56,8 @@ def _sample_dataset(model: nn.Module, data: str | Path, img_size: int | None, pr
 
 def image_batches(model: nn.Module, data: str | Path, *, samples: int, batch_size: int, img_size: int | None,
                   workers: int | None = None, seed: int = 0, prefer_train: bool = True
-                  ) -> tuple[Iterator[torch.Tensor], int, int]:
-    """Batches of up to ``samples`` images drawn at random (seeded) from ``data`` for ``model``; also the number of
-    batches and of images."""
+                  ) -> tuple[Iterator[torch.Tensor], int]:
+    """Batches of up to ``samples`` images drawn at random (seeded) from ``data`` for ``model``, and how many."""
     if samples < 1:
         raise TaskError(f"--samples must be at least 1, got {samples}")
     if batch_size < 1:
@@ -74,7 +73,7 @@ def image_batches(model: nn.Module, data: str | Path, *, samples: int, batch_siz
             if batch.inputs is not None:
                 yield batch.inputs
 
-    return batches(), len(loader), len(chosen)
+    return batches(), len(loader)
 
 
 def check_output_folder(out: Path, names: tuple[str, ...], overwrite: bool, what: str) -> None:
@@ -110,7 +109,7 @@ def inspect(model: str | nn.Module, data: str | Path, out: str | Path, *, sample
         raise TaskError(f"--top must be at least 1, got {top}")
     net = load_for_inference(model).cpu()
     check_layers(net, layers)
-    batches, total, _ = image_batches(net, data, samples=samples, batch_size=batch_size, img_size=img_size,
+    batches, total = image_batches(net, data, samples=samples, batch_size=batch_size, img_size=img_size,
                                       workers=workers, seed=seed)
     title = model if isinstance(model, str) else type(model).__name__
     try:

@@ -26,6 +26,9 @@ from .errors import TaskError
 from .runs import atomic_write_text
 
 
+LOCAL_DIR = "local-dir:"
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (or the model itself)."""
     return getattr(model, "module", model)
@@ -37,8 +40,9 @@ def is_segmentation(model: nn.Module) -> bool:
 
 
 def is_folder_source(source: str) -> bool:
-    """True when ``source`` names a local hub-ready folder (one holding ``config.json``)."""
-    path = Path(source)
+    """True when ``source`` names a local hub-ready folder (one holding ``config.json``), as a path or as
+    ``local-dir:PATH``."""
+    path = Path(source.removeprefix(LOCAL_DIR))
     return path.is_dir() and (path / "config.json").is_file()
 
 
@@ -145,7 +149,8 @@ def _create(source: str, pretrained: bool | None, pretrained_encoder: bool | Non
             ) -> nn.Module:
     if source.startswith("hf-hub:") or is_folder_source(source):
         num_classes = kwargs.pop("num_classes", None)
-        name = source if source.startswith("hf-hub:") else f"local-dir:{Path(source).resolve()}"
+        folder = Path(source.removeprefix(LOCAL_DIR)).resolve()
+        name = source if source.startswith("hf-hub:") else f"{LOCAL_DIR}{folder}"
         model = kanzoo.create_model(name, pretrained=True, **kwargs)
         if num_classes is not None and num_classes != getattr(model, "num_classes", num_classes):
             if is_segmentation(model):

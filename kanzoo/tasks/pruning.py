@@ -144,7 +144,9 @@ class _Search:
             plan = self.pruner.candidates[name].plan(levels[-1])
             return 0 if plan is None else plan.params_before - plan.params_after
 
-        for name in tqdm(sorted(names, key=saving, reverse=True), desc="per layer", leave=False, disable=None if progress is None else not progress):
+        bar = tqdm(sorted(names, key=saving, reverse=True), desc="per layer", leave=False,
+                   disable=None if progress is None else not progress)
+        for name in bar:
             for level in (value for value in levels if value > self.assigned[name]):
                 if not self._try({**self.assigned, name: level}, f"{name} at tolerance {level:g}"):
                     break
@@ -170,7 +172,7 @@ def prune(model: str | nn.Module, data: str | Path, out: str | Path, *, max_drop
                         "new or empty folder")
     net = load_for_inference(model).cpu()
     shape = model_input_size(net, img_size)
-    batches, total, _ = image_batches(net, data, samples=samples, batch_size=batch_size, img_size=img_size,
+    batches, total = image_batches(net, data, samples=samples, batch_size=batch_size, img_size=img_size,
                                       workers=workers, seed=seed)
     try:
         statistics = collect_statistics(net, batches, total=total, progress=progress)
