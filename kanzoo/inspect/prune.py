@@ -195,9 +195,8 @@ class _Candidates:
                 change: dict[str, Any] = dict(variant.overrides)
             else:
                 params = self._partial_params(variant, kept)
-                change = {"kan_channels": kept.nonzero().flatten().tolist(), **variant.overrides}
-                if self.identity_base and not kept.any():
-                    change = {"kan_channels": []}
+                overrides = variant.overrides if kept.any() else {}  # with no channel kept, no basis is left
+                change = {"kan_channels": kept.nonzero().flatten().tolist(), **overrides}
             if best is None or params < best[0]:
                 best = (params, error, change)
         if best is None or best[0] >= self.params:
