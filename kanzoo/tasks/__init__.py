@@ -1,15 +1,19 @@
-"""Tasks: fine-tuning, segmentation training, evaluation, prediction and export (library functions)."""
+"""Tasks: fine-tuning, segmentation training, evaluation, prediction, export, inspection and pruning (library
+functions)."""
 
 from .classification import evaluate_classifier, finetune
 from .errors import TaskError
 from .evaluation import evaluate
 from .export import ExportReport, export_model
+from .inspection import inspect
 from .predict import Prediction, predict
+from .pruning import PruneReport, prune
 from .quickstart import QuickstartReport, quickstart
 from .segmentation import evaluate_segmenter, segment
 from .train import FitResult
 
 __all__ = [
-    "TaskError", "FitResult", "ExportReport", "Prediction", "QuickstartReport", "finetune", "segment", "evaluate",
-    "evaluate_classifier", "evaluate_segmenter", "predict", "export_model", "quickstart",
+    "TaskError", "FitResult", "ExportReport", "Prediction", "PruneReport", "QuickstartReport", "finetune", "segment",
+    "evaluate", "evaluate_classifier", "evaluate_segmenter", "predict", "export_model", "quickstart", "inspect",
+    "prune",
 ]
