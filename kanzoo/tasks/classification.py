@@ -109,7 +109,8 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
         spec = TaskSpec(
             name="finetune", loss_fn=nn.CrossEntropyLoss(), evaluate=evaluate, metric="val_top1",
             columns=CLASSIFICATION_COLUMNS, score_columns=("val_top1", "val_top5"),
-            run_info={"model": model, "classes": found.classes, "input_size": list(cfg["input_size"])},
+            run_info={"model": model, "classes": found.classes, "input_size": list(cfg["input_size"]),
+                      "model_args": dict(model_kwargs or {}), "freeze_backbone": freeze_backbone},
             save_best=save_best,
         )
         result = fit(net, net.parameters(), ImageDataset(found.train, train_tf), ImageDataset(found.val, val_tf),
@@ -118,6 +119,7 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
             report_best(result, spec.metric, push_to_hub, dataset_name)
         return result
     finally:
+        run.close()
         distributed.teardown(info)
 
 

@@ -186,7 +186,8 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
             columns=("epoch", "train_loss", "val_loss", *SEGMENTATION_SCORES, *per_class, "lr", "epoch_time_s",
                      "skipped_images"),
             score_columns=SEGMENTATION_SCORES,
-            run_info={"model": model, "num_classes": found.num_classes, "input_size": list(size)},
+            run_info={"model": model, "num_classes": found.num_classes, "input_size": list(size),
+                      "model_args": dict(model_kwargs or {})},
             save_best=save_best, on_epoch_end=on_epoch_end,
         )
         result = fit(net, net.parameters(), train_set, val_set, spec, run, settings, info)
@@ -194,6 +195,7 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
             report_best(result, spec.metric, push_to_hub, dataset_name)
         return result
     finally:
+        run.close()
         distributed.teardown(info)
 
 

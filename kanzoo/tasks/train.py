@@ -30,7 +30,8 @@ from .errors import TaskError
 from .modeling import create_task_model
 from .runs import RunFolder, rng_state, set_rng_state
 
-CHECKPOINT_FORMAT = "kanzoo-run/1"
+CHECKPOINT_FORMAT = "kanzoo-run/2"
+_OLD_FORMATS = ("kanzoo-run/1",)
 MIN_LR_FACTOR = 0.01
 
 
@@ -173,14 +174,41 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
     return states
 
 
-def _check_resumable(state: dict[str, Any], spec: TaskSpec, run: RunFolder) -> None:
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("task") != spec.name:
+_CHECKPOINT_FIELDS = {"epoch": int, "run_info": dict, "model": dict, "optimizer": dict, "scheduler": dict,
+                      "scaler": dict, "rng": list, "best_metric": (int, float), "best_epoch": int, "history": list}
+
+
+def _check_resumable(state: Any, spec: TaskSpec, run: RunFolder) -> None:
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt in _OLD_FORMATS:
+        raise TaskError(f"{run.checkpoint_path} was written by an older kanzoo (format {fmt}) and cannot be resumed; "
+                        "pass --overwrite to start over")
+    if fmt != CHECKPOINT_FORMAT or state.get("task") != spec.name:
         raise TaskError(f"{run.checkpoint_path} is not a kanzoo {spec.name} checkpoint; pass --overwrite to start over")
+    bad = [key for key, kind in _CHECKPOINT_FIELDS.items() if not isinstance(state.get(key), kind)]
+    if bad:
+        raise TaskError(f"{run.checkpoint_path} is damaged ({', '.join(bad)} missing or of the wrong type); pass "
+                        "--overwrite to start over")
     saved = state["run_info"]
     for key, value in spec.run_info.items():
         if key in saved and saved[key] != value:
             raise TaskError(f"cannot resume: the run in {run.path} used {key}={saved[key]!r} but this command asks "
                             f"for {value!r}; repeat the original arguments or pass --overwrite to start over")
+
+
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             scaler: torch.amp.GradScaler, run: RunFolder, info: DistInfo) -> None:
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if len(state["rng"]) == info.world:
+            set_rng_state(state["rng"][info.rank])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TaskError(f"cannot resume from {run.checkpoint_path}: it does not fit this model and optimizer "
+                        f"({reason}); repeat the original arguments or pass --overwrite to start over") from None
 
 
 def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, val_set: Dataset, spec: TaskSpec,
@@ -202,16 +230,10 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, va
     if run.resume:
         state = run.load_checkpoint()
         _check_resumable(state, spec, run)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        _restore(state, model, optimizer, scheduler, scaler, run, info)
         start_epoch = state["epoch"]
         result.history = state["history"]
-        result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
-        rngs = state["rng"]
-        if len(rngs) == info.world:
-            set_rng_state(rngs[info.rank])
+        result.best_metric, result.best_epoch = float(state["best_metric"]), state["best_epoch"]
         if info.is_main:
             tqdm.write(f"resuming {run.path} after epoch {start_epoch}")
     if start_epoch >= settings.epochs and info.is_main:
@@ -322,6 +344,7 @@ def _interrupt_after() -> Iterator[None]:
 def _write_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
                  epoch: int, rngs: list[dict[str, Any]], result: FitResult, spec: TaskSpec, run: RunFolder,
                  improved: bool, row: dict[str, Any]) -> None:
+    run.begin_epoch_write()
     if improved:
         run.replace_dir(run.best_dir.name, lambda folder: spec.save_best(model, folder, row))
     if spec.on_epoch_end is not None:
@@ -334,6 +357,7 @@ def _write_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     })
     run.write_metrics(result.history, spec.columns)
     run.write_curves(result.history, ["train_loss", "val_loss"], spec.score_columns)
+    run.end_epoch_write()
 
 
 def _summary(row: dict[str, Any], spec: TaskSpec) -> str:
