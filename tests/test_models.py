@@ -413,3 +413,14 @@ def test_gflops_count_every_conv_over_expanded_channels(name: str) -> None:
     stats = model_stats(name)
     assert stats.gflops == pytest.approx(2 * sum(macs) / 1e9, rel=1e-6)
     assert stats.params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["ukanet_18", "u2kanet_small", "u2kanet"])
+def test_segmentation_models_save_and_reload(name: str, tmp_path) -> None:
+    """save_pretrained writes what timm's config needs (num_features included) and the folder rebuilds the model."""
+    model = tiny(name, num_classes=2).eval()
+    folder = kanzoo.save_pretrained(model, tmp_path / name)
+    again = kanzoo.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))

@@ -1,7 +1,7 @@
 """Tasks: fine-tuning, segmentation training, evaluation, prediction and export (library functions)."""
 
 from .classification import evaluate_classifier, finetune
-from .errors import TaskError
+from .errors import TaskError, TaskRuntimeError
 from .evaluation import evaluate
 from .export import ExportReport, export_model
 from .predict import Prediction, predict
@@ -10,6 +10,6 @@ from .segmentation import evaluate_segmenter, segment
 from .train import FitResult
 
 __all__ = [
-    "TaskError", "FitResult", "ExportReport", "Prediction", "QuickstartReport", "finetune", "segment", "evaluate",
+    "TaskError", "TaskRuntimeError", "FitResult", "ExportReport", "Prediction", "QuickstartReport", "finetune", "segment", "evaluate",
     "evaluate_classifier", "evaluate_segmenter", "predict", "export_model", "quickstart",
 ]

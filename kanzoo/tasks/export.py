@@ -15,6 +15,7 @@ import torch
 from timm.data import resolve_data_config
 from torch import nn
 
+from . import checks
 from .errors import TaskError
 from .modeling import create_task_model, is_segmentation
 from .runs import atomic_write
@@ -84,6 +85,8 @@ def export_model(model: str | nn.Module, out: str | Path, *, format: str = "onnx
     """
     if format not in FORMATS:
         raise TaskError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    checks.image_size(img_size)
+    checks.text("--out", str(out))
     out = Path(out)
     if out.is_dir():
         raise TaskError(f"--out {out} is a folder; give a file name such as {out / ('model' + SUFFIXES[format])}")

@@ -16,13 +16,14 @@ from tqdm.auto import tqdm
 
 from kanzoo.models import KANSegmentationModel
 
-from . import distributed
+from . import checks, distributed
 from .data import SegmentationData, SegmentationDataset, discover_eval_pairs, discover_segmentation, load_rgb
 from .errors import TaskError
 from .metrics import DiceCELoss, confusion_matrix, iou_dice
 from .modeling import create_task_model, is_segmentation, is_timm_name, label_names, save_task_model, set_task_cfg
 from .runs import OVERLAYS, RunFolder, atomic_write
-from .train import FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, report_best, seed_everything
+from .train import (FitResult, TaskSpec, TrainSettings, accumulate, check_run_arguments, eval_loader, fit, report_best,
+                    seed_everything)
 
 SEGMENTATION_SCORES = ("val_miou", "val_dice", "val_pixel_acc")
 
@@ -55,6 +56,7 @@ def overlay(image: Image.Image, mask: np.ndarray, num_classes: int, alpha: float
 def input_size(model: nn.Module, img_size: int | None) -> tuple[int, int]:
     """Training/inference size: ``img_size`` or the model's default, checked against its output stride."""
     stride = int(getattr(model, "output_stride", 1) or 1)
+    checks.image_size(img_size)
     if img_size is None:
         height, width = resolve_data_config(model=model)["input_size"][1:]
     else:
@@ -140,6 +142,13 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
                         f"ukanet --model-arg encoder={model if model.startswith('kanify:') else 'kanify:' + model}")
     settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress)
     settings.check()
+    check_run_arguments(data, out, img_size, val_split, push_to_hub)
+    if num_classes is not None:
+        checks.at_least("--num-classes", num_classes, 1)
+    checks.at_least("--overlays", overlays, 0)
+    if class_names is not None and (not all(isinstance(n, str) and n.strip() for n in class_names)
+                                    or len(set(class_names)) != len(class_names)):
+        raise TaskError(f"--class-names must be distinct, non-empty names, one per class, got {list(class_names)}")
     run = RunFolder(out, resume=resume, overwrite=overwrite)
     found = discover_segmentation(data, num_classes, val_split, seed)
     names = _class_names(class_names, found)
@@ -212,11 +221,13 @@ def evaluate_segmenter(model: nn.Module, data: str | Path, *, batch_size: int = 
                        workers: int | None = None, amp: bool = False, device: str | None = None,
                        progress: bool | None = None) -> dict[str, float]:
     """mIoU, mean Dice, pixel accuracy and per-class scores of a segmentation model on ``data``."""
+    settings = TrainSettings(batch_size=batch_size, workers=workers, amp=amp, device=device, progress=progress)
+    settings.check()
+    checks.image_size(img_size)
     found = discover_eval_pairs(data, model.num_classes)
     names = label_names(model) or [str(i) for i in range(model.num_classes)]
     size = input_size(model, img_size)
     cfg = resolve_data_config(model=model)
-    settings = TrainSettings(batch_size=batch_size, workers=workers, amp=amp, device=device, progress=progress)
     info = distributed.setup(device)
     try:
         model.to(info.device)

@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 
 import kanzoo
 
-from . import distributed
+from . import checks, distributed
 from .data import Batch, ShardSampler, Skipped, collate_skipping
 from .distributed import DistInfo
-from .errors import TaskError
+from .errors import TaskError, TaskRuntimeError
 from .modeling import create_task_model
 from .runs import RunFolder, rng_state, set_rng_state
 
@@ -50,15 +50,15 @@ class TrainSettings:
     progress: bool | None = None
 
     def check(self) -> None:
-        """Reject settings that cannot work."""
-        if self.epochs < 1:
-            raise TaskError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise TaskError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise TaskError(f"--lr must be positive, got {self.lr}")
-        if self.workers is not None and self.workers < 0:
-            raise TaskError(f"--workers must be 0 or more, got {self.workers}")
+        """Reject settings that cannot work (before anything is read or written)."""
+        checks.at_least("--epochs", self.epochs, 1)
+        checks.at_least("--batch-size", self.batch_size, 1)
+        checks.positive("--lr", self.lr)
+        checks.at_least("--weight-decay", self.weight_decay, 0, float)
+        if self.workers is not None:
+            checks.at_least("--workers", self.workers, 0)
+        checks.seed(self.seed)
+        checks.device(self.device)
 
     @property
     def num_workers(self) -> int:
@@ -66,6 +66,18 @@ class TrainSettings:
         if self.workers is not None:
             return self.workers
         return min(4, max((os.cpu_count() or 1) - 1, 0))
+
+
+def check_run_arguments(data: str | Path, out: str | Path, img_size: int | None, val_split: float | None,
+                        push_to_hub: str | None) -> None:
+    """The checks of a training command's arguments besides :class:`TrainSettings`' (nothing read or written)."""
+    checks.text("--data", str(data))
+    checks.text("--out", str(out))
+    checks.image_size(img_size)
+    if val_split is not None:
+        checks.fraction("--val-split", val_split)
+    if push_to_hub is not None:
+        checks.repo_id("--push-to-hub", push_to_hub)
 
 
 @dataclass
@@ -320,7 +332,7 @@ def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampl
         raise TaskError("no readable training samples in this epoch; check the training images")
     train_loss = float(sums[0] / sums[1])
     if not math.isfinite(train_loss):
-        raise TaskError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {settings.lr})"
+        raise TaskRuntimeError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {settings.lr})"
                         + (" or drop --amp" if settings.amp else ""))
     return {"epoch": epoch, "train_loss": train_loss, "lr": lr, "skipped_images": int(sums[2]), "_started": started}
 
