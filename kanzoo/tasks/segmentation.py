@@ -38,8 +38,13 @@ def palette(num_classes: int) -> np.ndarray:
 
 
 def mask_image(mask: np.ndarray, num_classes: int) -> Image.Image:
-    """A class-index mask as a palette PNG image (pixel values stay class indices; a one-logit binary model's
-    masks hold 0 and 1, so at least two colours)."""
+    """A class-index mask as a PNG image whose pixel values are the class indices: a palette image (a colour per
+    class; a one-logit binary model's masks hold 0 and 1, so at least two colours) up to 256 classes, else a 16-bit
+    grayscale one (PNG holds no larger palette; up to 65536 classes)."""
+    if num_classes > 256:
+        if num_classes > 65536:
+            raise TaskError(f"a PNG mask holds at most 65536 class indices, the model predicts {num_classes}")
+        return Image.fromarray(mask.astype(np.uint16))
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(palette(max(num_classes, 2)).reshape(-1).tolist())
     return image
@@ -97,9 +102,11 @@ def seg_metrics(sums: torch.Tensor, class_names: Sequence[str]) -> dict[str, flo
 
 
 def predict_mask(model: KANSegmentationModel, tensor: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Class-index mask (H, W) of one normalised image tensor (C, H, W), from ``model.predict`` in eval mode."""
+    """Class-index mask (H, W) of one normalised image tensor (C, H, W), from ``model.predict`` in eval mode
+    (uint8 up to 256 classes, int32 beyond, so that no index wraps)."""
     model.eval()
-    return model.predict(tensor.unsqueeze(0).to(device))[0].cpu().numpy().astype(np.uint8)
+    mask = model.predict(tensor.unsqueeze(0).to(device))[0].cpu().numpy()
+    return mask.astype(np.uint8 if model.num_classes <= 256 else np.int32)
 
 
 def _write_overlays(model: nn.Module, dataset: SegmentationDataset, count: int, num_classes: int,
