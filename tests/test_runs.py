@@ -89,7 +89,7 @@ def test_old_and_foreign_checkpoints_are_refused_with_the_way_out(data, done_run
     with pytest.raises(TaskError, match=r"is damaged \(epoch missing or of the wrong type\)"):
         finetune("vggkan_11", data, out, resume=True, **TINY)
     torch.save(torch.load(done_run / "last.pt", weights_only=True), out / "last.pt")
-    with pytest.raises(TaskError, match=r"used model_args=\{'cfg': \[4, 'M', 8\]\}"):
+    with pytest.raises(TaskError, match=r"used model_args=\{'cfg': \"\[4, 'M', 8\]\"\}"):
         finetune("vggkan_11", data, out, resume=True, **dict(TINY, model_kwargs={"cfg": [8, "M", 8]}))
 
 

@@ -33,8 +33,8 @@ def model_info(name: str) -> dict[str, Any]:
         raise ValueError(f"unknown kanzoo model {name!r} (`kanzoo list` prints every entry)")
     if "." in name and name not in manifest():
         tags = [tag for tag in manifest() if get_arch_name(tag) == architecture]
-        raise ValueError(f"unknown pretrained tag {name.partition('.')[2]!r} for {architecture}; "
-                         + (f"its tags: {', '.join(tags)}" if tags else f"{architecture} has no pretrained weights yet"))
+        have = f"its tags: {', '.join(tags)}" if tags else f"{architecture} has no pretrained weights yet"
+        raise ValueError(f"unknown pretrained tag {name.partition('.')[2]!r} for {architecture}; {have}")
     with torch.device("meta"):
         model = create_model(name)
     cfg = model.pretrained_cfg
@@ -201,7 +201,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser("info", help="describe a model and its pretrained weights",
                                description="Architecture, parameter count, preprocessing and pretrained tags "
                                "(Hub location, metrics, sha256, license, whether it is cached).")
-    info.add_argument("name", type=arguments.model_source("name"), help="architecture or architecture.tag, e.g. vggkan_11 or vggkan_11.tck_in1k; or "
+    info.add_argument("name", type=arguments.model_source("name"),
+                      help="architecture or architecture.tag, e.g. vggkan_11 or vggkan_11.tck_in1k; or "
                       "kanify:<timm name> (e.g. kanify:resnet18) or a timm name")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.add_argument("--model-arg", action="append", metavar="KEY=VALUE", type=arguments.model_arg,

@@ -22,7 +22,8 @@ __all__ = [
     "ManifestError", "ModelConfigError", "Pinned", "WeightsNotFoundError", "WeightsUnavailableOfflineError",
     "adapt_input_channels", "check_config", "check_pretrained_fit", "convert_state_dict", "download_timm_weights",
     "download_weights", "hub_download", "is_offline", "load_checkpoint_file", "manifest", "manifest_entry",
-    "pin_weights", "prepare_state_dict", "push_to_hub", "resolve_tag", "save_pretrained", "sha256_file", "validate_manifest",
+    "pin_weights", "prepare_state_dict", "push_to_hub", "resolve_tag", "save_pretrained", "sha256_file",
+    "validate_manifest",
 ]
 
 set_pretrained_loader(HubLoader())

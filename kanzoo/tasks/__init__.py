@@ -10,6 +10,6 @@ from .segmentation import evaluate_segmenter, segment
 from .train import FitResult
 
 __all__ = [
-    "TaskError", "TaskRuntimeError", "FitResult", "ExportReport", "Prediction", "QuickstartReport", "finetune", "segment", "evaluate",
-    "evaluate_classifier", "evaluate_segmenter", "predict", "export_model", "quickstart",
+    "TaskError", "TaskRuntimeError", "FitResult", "ExportReport", "Prediction", "QuickstartReport", "finetune",
+    "segment", "evaluate", "evaluate_classifier", "evaluate_segmenter", "predict", "export_model", "quickstart",
 ]

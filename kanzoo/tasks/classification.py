@@ -17,8 +17,8 @@ from .errors import TaskError
 from .metrics import topk_correct
 from .modeling import create_task_model, is_segmentation, label_names, save_task_model, set_task_cfg
 from .runs import RunFolder
-from .train import (FitResult, TaskSpec, TrainSettings, accumulate, check_run_arguments, eval_loader, fit, report_best,
-                    seed_everything)
+from .train import (FitResult, TaskSpec, TrainSettings, accumulate, check_run_arguments, eval_loader, fit,
+                    model_args_info, report_best, seed_everything)
 
 CLASSIFICATION_COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_time_s",
                           "skipped_images")
@@ -111,7 +111,7 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
             name="finetune", loss_fn=nn.CrossEntropyLoss(), evaluate=evaluate, metric="val_top1",
             columns=CLASSIFICATION_COLUMNS, score_columns=("val_top1", "val_top5"),
             run_info={"model": model, "classes": found.classes, "input_size": list(cfg["input_size"]),
-                      "model_args": dict(model_kwargs or {}), "freeze_backbone": freeze_backbone},
+                      "model_args": model_args_info(model_kwargs), "freeze_backbone": freeze_backbone},
             save_best=save_best,
         )
         result = fit(net, net.parameters(), ImageDataset(found.train, train_tf), ImageDataset(found.val, val_tf),

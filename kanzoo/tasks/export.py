@@ -79,9 +79,9 @@ def export_model(model: str | nn.Module, out: str | Path, *, format: str = "onnx
                  atol: float = 1e-4, rtol: float = 1e-4) -> ExportReport:
     """Export ``model`` (name, ``hf-hub:`` id, hub-ready folder or module) to ``out`` and verify it.
 
-    The exported file is written to a private temporary folder, loaded back and run on a fresh input with a different batch size than the one
-    traced (ONNX through onnxruntime); when its output differs from PyTorch's by more than
-    ``atol + rtol * max|output|`` nothing is written and a :class:`TaskError` is raised.
+    The exported file is written to a private temporary folder, loaded back and run on a fresh input with a
+    different batch size than the one traced (ONNX through onnxruntime); when its output differs from
+    PyTorch's by more than ``atol + rtol * max|output|`` nothing is written and a :class:`TaskError` is raised.
     """
     if format not in FORMATS:
         raise TaskError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")

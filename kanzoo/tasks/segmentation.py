@@ -22,8 +22,8 @@ from .errors import TaskError
 from .metrics import DiceCELoss, confusion_matrix, iou_dice
 from .modeling import create_task_model, is_segmentation, is_timm_name, label_names, save_task_model, set_task_cfg
 from .runs import OVERLAYS, RunFolder, atomic_write
-from .train import (FitResult, TaskSpec, TrainSettings, accumulate, check_run_arguments, eval_loader, fit, report_best,
-                    seed_everything)
+from .train import (FitResult, TaskSpec, TrainSettings, accumulate, check_run_arguments, eval_loader, fit,
+                    model_args_info, report_best, seed_everything)
 
 SEGMENTATION_SCORES = ("val_miou", "val_dice", "val_pixel_acc")
 
@@ -203,7 +203,7 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
                      "skipped_images"),
             score_columns=SEGMENTATION_SCORES,
             run_info={"model": model, "num_classes": found.num_classes, "input_size": list(size),
-                      "model_args": dict(model_kwargs or {})},
+                      "model_args": model_args_info(model_kwargs)},
             save_best=save_best, on_epoch_end=on_epoch_end,
         )
         result = fit(net, net.parameters(), train_set, val_set, spec, run, settings, info)

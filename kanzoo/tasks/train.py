@@ -80,6 +80,12 @@ def check_run_arguments(data: str | Path, out: str | Path, img_size: int | None,
         checks.repo_id("--push-to-hub", push_to_hub)
 
 
+def model_args_info(model_kwargs: dict[str, Any] | None) -> dict[str, str]:
+    """The model arguments as ``last.pt`` records them to compare on resume: each value's ``repr`` (plain strings,
+    whatever the value, so that the checkpoint stays loadable with ``weights_only``)."""
+    return {key: repr(value) for key, value in sorted((model_kwargs or {}).items())}
+
+
 @dataclass
 class FitResult:
     """What a training run produced."""
