@@ -191,3 +191,20 @@ def test_bad_arguments_give_one_error_line_and_write_nothing(command, code, word
     assert words in lines[0]
     assert "Traceback" not in captured.err + captured.out
     assert _tree(work, Path(inputs["data"]).parent) == before
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_weights_that_cannot_be_fetched_are_one_line(offline, inputs, local_hub, hf_cache, tmp_path, monkeypatch,
+                                                     capsys) -> None:
+    """Offline with an empty cache (a failure while running: 1) and a repository that does not exist (2)."""
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    if offline:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    argv = ["predict", "vggkan_11" if offline else "hf-hub:nobody/nothing", inputs["image"]]
+    assert main(argv) == (1 if offline else 2)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert ("kanzoo download vggkan_11" if offline else "'nobody/nothing' not found") in err
+    assert not list(tmp_path.iterdir())

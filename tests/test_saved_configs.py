@@ -1,16 +1,19 @@
 """A downloaded (or local) config.json describes an architecture only: every way it could name weights elsewhere,
-load another model or point at a path is refused, through kanzoo.create_model and timm.create_model alike."""
+load another model or point at a path is refused, through kanzoo.create_model and timm.create_model alike; and a
+checkpoint file that holds Python objects runs no code."""
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import pytest
 import timm
+import torch
 
 import kanzoo
-from kanzoo.hub import ModelConfigError
+from kanzoo.hub import CheckpointMismatchError, ModelConfigError
 
 TINY = dict(cfg=[4, "M", 8], num_classes=2)
 CASES = {  # (where in the config, what it sets), the words of the refusal
@@ -72,3 +75,20 @@ def test_configs_that_are_not_model_configs_are_refused(saved, tmp_path) -> None
             kanzoo.create_model(f"local-dir:{folder}", pretrained=True)
     (folder / "config.json").write_text(text)
     assert kanzoo.create_model(f"local-dir:{folder}", pretrained=True).num_classes == 2
+
+
+class _Payload:
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_checkpoint_file_runs_no_code(tmp_path) -> None:
+    path, marker = tmp_path / "weights.pth", tmp_path / "pwned"
+    torch.save({"conv.weight": torch.zeros(1), "payload": _Payload(marker)}, path)
+    with pytest.raises(CheckpointMismatchError, match=r"holds Python objects besides tensors \(it names posix.system"
+                                                      r"\), which kanzoo never unpickles") as info:
+        kanzoo.create_model("vggkan_11", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY)
+    assert not marker.exists() and "\n" not in str(info.value)

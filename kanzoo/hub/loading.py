@@ -14,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
+import re
+import warnings
 import urllib.error
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -45,8 +48,16 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a corrupt or foreign file: say which file and why, in one line
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a corrupt, foreign or unsafe file: say which file and why, in one line
+        if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+            found = re.search(r"GLOBAL ([\w.]+)", str(err))
+            names = f" (it names {found.group(1)})" if found else ""
+            raise CheckpointMismatchError(f"cannot read checkpoint {str(path)!r}: it holds Python objects besides "
+                                          f"tensors{names}, which kanzoo never unpickles; save its state dict as "
+                                          "safetensors where you trust the file") from None
         raise CheckpointMismatchError(f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: "
                                       f"{str(err).splitlines()[0] if str(err) else ''}") from None
 
