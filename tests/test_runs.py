@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -167,14 +168,16 @@ def test_a_killed_run_is_repaired_at_the_next_start(tmp_path) -> None:
 def test_best_swap_and_atomic_writes_are_durable(tmp_path, monkeypatch, atomic_exchange) -> None:
     synced: list[int] = []
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(fd))
-    if not atomic_exchange:
-        monkeypatch.setattr("kanzoo.tasks.runs.exchange", lambda a, b: False)
+    swaps: list[bool] = []
+    monkeypatch.setattr("kanzoo.tasks.runs.exchange",
+                        lambda a, b: swaps.append(atomic.exchange(a, b) if atomic_exchange else False) or swaps[-1])
     run = RunFolder(tmp_path / "run")
     run.prepare()
     for text in ("first", "second"):
         run.replace_dir("best", lambda folder, text=text: (folder.mkdir(), (folder / "a.txt").write_text(text)))
         assert (run.best_dir / "a.txt").read_text() == text
     assert len(synced) >= 6  # each file, the new folder and the run folder, every time
+    assert swaps == [atomic_exchange and sys.platform.startswith("linux")]  # the second swap: one atomic exchange
     synced.clear()
     atomic.atomic_write(tmp_path / "x.txt", lambda tmp: tmp.write_text("x"))
     assert len(synced) == 2  # the file, then its folder after the rename
