@@ -39,15 +39,14 @@ def _allocator_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_args(pairs: list[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as keyword arguments (values parsed as Python literals when possible)."""
+    """``KEY=VALUE`` strings (checked by ``arguments.model_arg``) as keyword arguments, the values parsed as Python
+    literals when they are one (``2``, ``0.5``, ``[4, 'M']``), else kept as strings."""
     kwargs: dict[str, Any] = {}
     for pair in pairs or []:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise TaskError(f"--model-arg expects KEY=VALUE (e.g. width=0.25), got {pair!r}")
+        key, _, text = pair.partition("=")
         try:
             kwargs[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             kwargs[key] = text
     return kwargs
 
