@@ -317,6 +317,15 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
 def run_layers(args: argparse.Namespace) -> int:
     """Run the ``layers`` benchmark from parsed arguments and print the table."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        print(f"error: --device {device!r} is not a device; use cpu or cuda", file=sys.stderr)
+        return 2
+    for option, value in (("--repeats", args.repeats), ("--batch", args.batch), ("--size", args.size)):
+        if value is not None and value < 1:
+            print(f"error: {option} must be at least 1, got {value}", file=sys.stderr)
+            return 2
     if args.clock == "cpu" and torch.device(device).type != "cpu":
         print("error: --clock cpu measures CPU time and cannot time a GPU; use --clock wall", file=sys.stderr)
         return 2

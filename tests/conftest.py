@@ -41,6 +41,7 @@ if "huggingface_hub" in sys.modules:  # pragma: no cover - only if a plugin impo
 class _Repo:
     revisions: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
     commits: dict[str, str] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit -> files, as the Hub keeps them
     gated: bool = False
 
 
@@ -88,6 +89,7 @@ class LocalHub:
         for name, data in sorted(repo.revisions[revision].items()):
             digest.update(name.encode() + hashlib.sha256(data).digest())
         repo.commits[revision] = digest.hexdigest()
+        repo.snapshots[repo.commits[revision]] = dict(repo.revisions[revision])
         return repo.commits[revision]
 
 
@@ -137,10 +139,11 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 self._error(403, "GatedRepo", f"Access to model {repo_id} is restricted")
                 return None
             revision = revision or "main"
-            if revision not in repo.revisions:
+            tree = repo.revisions.get(revision, repo.snapshots.get(revision))
+            if tree is None:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
                 return None
-            return repo, repo.revisions[revision]
+            return repo, tree
 
         def do_HEAD(self) -> None:
             self.do_GET()
@@ -165,7 +168,7 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             if found is None:
                 return
             repo, tree = found
-            commit = {"X-Repo-Commit": repo.commits.get(revision, "0" * 40)}
+            commit = {"X-Repo-Commit": revision if revision in repo.snapshots else repo.commits.get(revision, "0" * 40)}
             if filename not in tree:
                 return self._error(404, "EntryNotFound", f"{filename} does not exist", commit)
             data = tree[filename]
@@ -182,7 +185,7 @@ def _handler_for(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             if found is None:
                 return
             repo, tree = found
-            sha = repo.commits.get(revision or "main", "0" * 40)
+            sha = revision if revision in repo.snapshots else repo.commits.get(revision or "main", "0" * 40)
             self._json({"id": repo_id, "modelId": repo_id, "sha": sha, "private": False, "gated": False,
                         "siblings": [{"rfilename": name} for name in sorted(tree)]})
 

@@ -230,3 +230,33 @@ def test_kernels_recompile_past_dynamos_default_limit_then_fall_back(monkeypatch
         assert fused[-1] == ("expand", False) and kernels.fused_kernels_enabled()
         kernels.set_fused_kernels(False)
         torch.testing.assert_close(y, layer(x))
+
+
+def test_wavkan_stays_finite_for_huge_inputs(fused: list[tuple[str, bool]]) -> None:
+    """The compiled kernels trace the wavelets' clamped form: no inf * 0 = NaN at |x| near 1e19 in float32."""
+    torch.manual_seed(0)
+    layer = get_conv("wavkan", 2)(8, 8, 3, padding=1, groups=2)
+    x = (torch.randn(*SHAPE) * 1e19).requires_grad_()
+    y = layer(x)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+    assert ("expand", True) in fused and ("vjp", True) in fused
+
+
+def test_no_cuda_runtime_notice_of_the_cpu_build_is_silenced(tmp_path) -> None:
+    """Compiling the CPU kernels imports torch's cpp_extension, which logs "No CUDA runtime is found" on machines
+    without a GPU when CUDA_HOME is set; kanzoo drops that one message and nothing else of that logger."""
+    script = ("import sys, torch, kanzoo\n"
+              "from kanzoo.layers import get_conv\n"
+              "from kanzoo.layers.execution import compiled\n"
+              "compiled.set_fused_kernels(True)\n"
+              "x = torch.randn(1, 2, 4, 4, requires_grad=True)\n"
+              "get_conv('kacn', 2)(2, 2, 1)(x).sum().backward()\n"
+              "import logging; logging.getLogger('torch.utils.cpp_extension').warning('another notice')\n"
+              "print('cpp_extension' in str(sys.modules.get('torch.utils.cpp_extension')))\n")
+    env = dict(os.environ, CUDA_HOME=str(tmp_path), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True", "the kernels were not compiled"
+    assert "No CUDA runtime" not in done.stderr and "another notice" in done.stderr

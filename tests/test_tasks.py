@@ -98,7 +98,7 @@ def test_finetune_learns_and_writes_a_complete_run(cls_run):
     assert config["architecture"] == "reskanet_18" and config["num_classes"] == 3
     assert config["label_names"] == list(CLASSES)
     assert {"model.safetensors", "README.md"} <= {p.name for p in (out / "best").iterdir()}
-    state = torch.load(out / "last.pt", weights_only=False)
+    state = torch.load(out / "last.pt", weights_only=True)
     assert state["epoch"] == 6 and state["best_epoch"] == result.best_epoch
     assert {"model", "optimizer", "scheduler", "scaler", "rng"} <= set(state)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
@@ -134,7 +134,7 @@ def test_killed_run_resumes_to_the_same_result(cls_data, cls_run, tmp_path):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "--resume" in stdout + stderr
-    done = torch.load(out / "last.pt", weights_only=False)["epoch"]
+    done = torch.load(out / "last.pt", weights_only=True)["epoch"]
     assert 1 <= done < 6
     assert len(_metrics(out)) == done
     with pytest.raises(TaskError, match="already holds a run"):
@@ -195,7 +195,7 @@ def test_two_process_ddp_segmentation_completes_and_writes_once(tmp_path):
 
 def test_freeze_backbone_trains_only_the_head(cls_data, tmp_path):
     result = finetune("reskanet_18", cls_data, tmp_path / "run", freeze_backbone=True, **dict(FINETUNE_ARGS, epochs=1))
-    state = torch.load(result.out / "last.pt", weights_only=False)["model"]
+    state = torch.load(result.out / "last.pt", weights_only=True)["model"]
     torch.manual_seed(0)
     reference = kanzoo.create_model("reskanet_18", num_classes=3, **TINY).state_dict()
     changed = {k for k, v in state.items() if v.dtype.is_floating_point and not torch.equal(v, reference[k])}

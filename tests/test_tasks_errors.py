@@ -89,8 +89,12 @@ def test_output_folder_holding_a_run(tmp_path):
         RunFolder(out, resume=True)
     with pytest.raises(TaskError, match="contradict"):
         RunFolder(out, resume=True, overwrite=True)
-    RunFolder(out, overwrite=True).prepare()
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # only the run's own outputs go
+    run = RunFolder(out, overwrite=True)
+    run.prepare()  # the previous run's outputs stay until the new run writes its first epoch
+    run.begin_epoch_write()
+    run.end_epoch_write()
+    assert sorted(p.name for p in out.iterdir()) == [".kanzoo-run.lock", "notes.txt"]  # only the run's own outputs go
+    run.close()
     (tmp_path / "file").write_text("x")
     with pytest.raises(TaskError, match="is a file"):
         RunFolder(tmp_path / "file")
@@ -106,7 +110,7 @@ def test_bad_settings_and_corrupt_checkpoint(class_tree, tmp_path):
     out = tmp_path / "d"
     out.mkdir()
     (out / "last.pt").write_bytes(b"half a checkpoint")
-    with pytest.raises(TaskError, match="cannot read checkpoint"):
+    with pytest.raises(TaskError, match="cannot read checkpoint .*: it is damaged or not a torch checkpoint"):
         finetune("reskanet_18", class_tree, out, epochs=1, workers=0, resume=True, model_kwargs={"width": 0.125})
 
 

@@ -16,11 +16,13 @@ import torch
 from timm.models import get_arch_name, get_pretrained_cfg, model_entrypoint
 from torch import nn
 
-from kanzoo.hub import HubError, download_timm_weights, download_weights, manifest, resolve_tag
+from kanzoo.hub import HubError, download_timm_weights, download_weights, manifest, pin_weights, resolve_tag
+from kanzoo.hub.errors import RUNTIME_ERRORS
 from kanzoo.models import create_model, is_model
 from kanzoo.models.kanified import KANIFY_PREFIX, RECIPE_KEYS, check_timm_name, create_timm_model, split_family_kwargs
 from kanzoo.tasks.modeling import is_timm_name
 
+from . import arguments
 from .tasks import _model_args
 
 
@@ -29,6 +31,10 @@ def model_info(name: str) -> dict[str, Any]:
     architecture = get_arch_name(name)
     if not is_model(architecture):
         raise ValueError(f"unknown kanzoo model {name!r} (`kanzoo list` prints every entry)")
+    if "." in name and name not in manifest():
+        tags = [tag for tag in manifest() if get_arch_name(tag) == architecture]
+        have = f"its tags: {', '.join(tags)}" if tags else f"{architecture} has no pretrained weights yet"
+        raise ValueError(f"unknown pretrained tag {name.partition('.')[2]!r} for {architecture}; {have}")
     with torch.device("meta"):
         model = create_model(name)
     cfg = model.pretrained_cfg
@@ -142,8 +148,8 @@ def _info(args: argparse.Namespace) -> int:
     timm_name = is_timm_name(args.name)
     try:
         info = timm_model_info(args.name, _model_args(args.model_arg)) if timm_name else model_info(args.name)
-    except (ValueError, TypeError, HubError) as err:
-        print(f"kanzoo info: {err}", file=sys.stderr)
+    except (ValueError, TypeError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     text = format_timm_info(info) if timm_name else format_info(info)
     print(json.dumps(info, indent=2) if args.json else text)
@@ -151,7 +157,13 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    failures = 0
+    if args.record is not None:
+        return _record(args)
+    if not args.names:
+        print("error: name at least one tag or architecture to download (see `kanzoo download --help`)",
+              file=sys.stderr)
+        return 2
+    code = 0
     for name in args.names:
         try:
             if is_timm_name(name):
@@ -160,11 +172,28 @@ def _download(args: argparse.Namespace) -> int:
                 tag = resolve_tag(name)
                 path = download_weights(tag)
         except HubError as err:
-            print(f"kanzoo download: {name}: {err}", file=sys.stderr)
-            failures += 1
+            print(f"error: {name}: {err}", file=sys.stderr)
+            code = max(code, 1 if isinstance(err, RUNTIME_ERRORS) else 2)
             continue
         print(f"{tag}\t{path}")
-    return 1 if failures else 0
+    return code
+
+
+def _record(args: argparse.Namespace) -> int:
+    timm_names = [name for name in args.names if is_timm_name(name)]
+    if timm_names:
+        print(f"error: --record pins manifest tags; {', '.join(timm_names)} are timm names, whose files timm "
+              "chooses", file=sys.stderr)
+        return 2
+    pinned, failed = pin_weights(args.names, args.record)
+    for item in pinned:
+        print(f"{item.tag}\tsha256 {item.sha256}\tcommit {item.commit}\t{item.path}")
+    for tag, err in failed:
+        print(f"error: {tag}: {err}", file=sys.stderr)
+    if pinned:
+        print(f"wrote {args.record}: {len(pinned)} tag(s) pinned to a commit and a sha256; use it with "
+              f"KANZOO_WEIGHTS_MANIFEST={args.record}")
+    return max((1 if isinstance(err, RUNTIME_ERRORS) else 2 for _, err in failed), default=0)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -172,16 +201,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser("info", help="describe a model and its pretrained weights",
                                description="Architecture, parameter count, preprocessing and pretrained tags "
                                "(Hub location, metrics, sha256, license, whether it is cached).")
-    info.add_argument("name", help="architecture or architecture.tag, e.g. vggkan_11 or vggkan_11.tck_in1k; or "
+    info.add_argument("name", type=arguments.model_source("name"),
+                      help="architecture or architecture.tag, e.g. vggkan_11 or vggkan_11.tck_in1k; or "
                       "kanify:<timm name> (e.g. kanify:resnet18) or a timm name")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    info.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+    info.add_argument("--model-arg", action="append", metavar="KEY=VALUE", type=arguments.model_arg,
                       help="model argument, repeatable (e.g. --model-arg conv=kacn --model-arg degree=2)")
     info.set_defaults(func=_info)
     download = commands.add_parser("download", help="download and verify pretrained weights into the Hub cache",
                                    description="Fetch each tag's weights file (an architecture means its default "
                                    "tag) into the Hugging Face cache and verify its sha256, e.g. before going "
-                                   "offline (HF_HUB_OFFLINE=1).")
-    download.add_argument("names", nargs="+", metavar="NAME", help="architecture or architecture.tag; or "
-                          "kanify:<timm name>[.tag] or a timm name (the file timm loads, not verified)")
+                                   "offline (HF_HUB_OFFLINE=1). With --record FILE, write a manifest that pins "
+                                   "each file to the commit it came from and its sha256.")
+    download.add_argument("names", nargs="*", metavar="NAME", type=arguments.model_source("NAME"),
+                          help="architecture or architecture.tag; or kanify:<timm name>[.tag] or a timm name (the "
+                          "file timm loads, not verified); with --record and no NAME: every tag of the manifest")
+    download.add_argument("--record", metavar="FILE", type=arguments.non_empty("--record"),
+                          help="write (or update) the manifest FILE with each file's sha256 and commit; then set "
+                          "KANZOO_WEIGHTS_MANIFEST=FILE to load exactly those files")
     download.set_defaults(func=_download)

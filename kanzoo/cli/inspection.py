@@ -7,6 +7,7 @@ import argparse
 from kanzoo.tasks.inspection import inspect
 from kanzoo.tasks.pruning import prune
 
+from . import arguments
 from .tasks import _MODEL_HELP, _guarded
 
 _DATA_HELP = "image folder in a layout training reads (class folders, or images/ + masks/ for segmentation models)"
@@ -50,15 +51,16 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser, samples: int, batch_size: int) -> None:
-    parser.add_argument("model", help=_MODEL_HELP)
-    parser.add_argument("--data", required=True, help=_DATA_HELP)
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--samples", type=int, default=samples,
+    parser.add_argument("model", type=arguments.model_source("MODEL"), help=_MODEL_HELP)
+    parser.add_argument("--data", required=True, type=arguments.non_empty("--data"), help=_DATA_HELP)
+    parser.add_argument("--out", required=True, type=arguments.non_empty("--out"), help="output folder")
+    parser.add_argument("--samples", type=arguments.whole("--samples", 1), default=samples,
                         help=f"images the statistics are collected on (default {samples})")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"(default {batch_size})")
-    parser.add_argument("--img-size", type=int, help="square input size (default: the model's cfg)")
-    parser.add_argument("--workers", type=int, help="data-loading processes (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image sample (0)")
+    parser.add_argument("--batch-size", type=arguments.whole("--batch-size", 1), default=batch_size,
+                        help=f"(default {batch_size})")
+    parser.add_argument("--img-size", type=arguments.image_size, help="square input size (default: the model's cfg)")
+    parser.add_argument("--workers", type=arguments.whole("--workers", 0), help="data-loading processes (default 0)")
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="seed of the image sample (0)")
     parser.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
 
@@ -72,7 +74,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _common(p, samples=64, batch_size=16)
     p.add_argument("--layers", metavar="PATTERN",
                    help="only the KAN convs whose names match (shell-style wildcards, e.g. 'layer1.*')")
-    p.add_argument("--top", type=int, default=16, help="strongest edges drawn per layer (16)")
+    p.add_argument("--top", type=arguments.whole("--top", 1), default=16, help="strongest edges drawn per layer (16)")
     p.set_defaults(func=_inspect)
 
     p = subparsers.add_parser("prune", help="make a model's KAN convs smaller, within a metric budget",
@@ -81,7 +83,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                               "mIoU) on DIR/val (or DIR) before and after, stops at --max-drop, writes a hub-ready "
                               "folder to OUT and prints parameters, GFLOPs and CPU forward time before and after.")
     _common(p, samples=256, batch_size=32)
-    p.add_argument("--max-drop", type=float, default=0.01,
+    p.add_argument("--max-drop", type=arguments.number("--max-drop", 0), default=0.01,
                    help="largest drop of the metric allowed, as a fraction (0.01: one percentage point)")
-    p.add_argument("--device", help="device of the evaluations: cpu, cuda or cuda:N (timing is on the CPU)")
+    p.add_argument("--device", type=arguments.device,
+                   help="device of the evaluations: cpu, cuda or cuda:N (timing is on the CPU)")
     p.set_defaults(func=_prune)

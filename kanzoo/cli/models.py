@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -67,7 +68,8 @@ def _list(args: argparse.Namespace) -> int:
         names = [name for name in names if name in with_weights]
     if not names:
         what = "pretrained entries" if args.pretrained else "entries"
-        print(f"no kanzoo {what} match {args.pattern or '*'!r}; `kanzoo list` shows every entry")
+        print(f"error: no kanzoo {what} match {args.pattern or '*'!r}; `kanzoo list` shows every entry",
+              file=sys.stderr)
         return 1
     print(format_table([model_stats(name) for name in names], markdown=args.markdown, show_tags=args.pretrained))
     return 0

@@ -13,19 +13,21 @@ from kanzoo import runtime
 from kanzoo.tasks import TaskError, evaluate, export_model, finetune, predict, quickstart, segment
 from kanzoo.tasks.export import FORMATS
 
+from . import arguments
+
 _MODEL_HELP = ("registered name[.tag] (kanzoo list), kanify:<timm name>[.tag] (a timm CNN with KAN convs), a timm "
                "name (the CNN itself), hf-hub:org/repo, or a folder written by finetune/segment")
 
 
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Print bad-input errors as one line and exit with status 2."""
+    """Print task errors as one line and exit with their status (2 for bad input, 1 for failures at run time)."""
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
         except TaskError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+            return err.exit_code
     return run
 
 
@@ -37,46 +39,55 @@ def _allocator_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_args(pairs: list[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as keyword arguments (values parsed as Python literals when possible)."""
+    """``KEY=VALUE`` strings (checked by ``arguments.model_arg``) as keyword arguments, the values parsed as Python
+    literals when they are one (``2``, ``0.5``, ``[4, 'M']``), else kept as strings."""
     kwargs: dict[str, Any] = {}
     for pair in pairs or []:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise TaskError(f"--model-arg expects KEY=VALUE (e.g. width=0.25), got {pair!r}")
+        key, _, text = pair.partition("=")
         try:
             kwargs[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             kwargs[key] = text
     return kwargs
 
 
 def _training_options(parser: argparse.ArgumentParser, epochs: int, batch_size: int, weight_decay: float) -> None:
-    parser.add_argument("--model", required=True, help=_MODEL_HELP)
-    parser.add_argument("--data", required=True, help="data folder (layouts in docs/training.md)")
-    parser.add_argument("--out", required=True, help="output folder of the run")
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs to train in total (default {epochs})")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"per process (default {batch_size})")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate, cosine decay (1e-3)")
-    parser.add_argument("--weight-decay", type=float, default=weight_decay, help=f"AdamW ({weight_decay})")
-    parser.add_argument("--img-size", type=int, help="square input size (default: the model's pretrained cfg)")
+    parser.add_argument("--model", required=True, type=arguments.model_source(), help=_MODEL_HELP)
+    parser.add_argument("--data", required=True, type=arguments.non_empty("--data"),
+                        help="data folder (layouts in docs/training.md)")
+    parser.add_argument("--out", required=True, type=arguments.non_empty("--out"), help="output folder of the run")
+    parser.add_argument("--epochs", type=arguments.whole("--epochs", 1), default=epochs,
+                        help=f"epochs to train in total (default {epochs})")
+    parser.add_argument("--batch-size", type=arguments.whole("--batch-size", 1), default=batch_size,
+                        help=f"per process (default {batch_size})")
+    parser.add_argument("--lr", type=arguments.positive("--lr"), default=1e-3,
+                        help="peak AdamW learning rate, cosine decay (1e-3)")
+    parser.add_argument("--weight-decay", type=arguments.number("--weight-decay", 0), default=weight_decay,
+                        help=f"AdamW ({weight_decay})")
+    parser.add_argument("--img-size", type=arguments.image_size,
+                        help="square input size (default: the model's pretrained cfg)")
     parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                         help="start from pretrained weights (default: when the registry has them)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (float16 on GPU, bfloat16 on CPU)")
-    parser.add_argument("--workers", type=int, help="data-loading processes (default: up to 4)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument("--val-split", type=float, help="hold out this fraction when there is no val/ folder")
+    parser.add_argument("--workers", type=arguments.whole("--workers", 0),
+                        help="data-loading processes (default: up to 4)")
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="random seed (0)")
+    parser.add_argument("--val-split", type=arguments.fraction("--val-split"),
+                        help="hold out this fraction when there is no val/ folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     parser.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    parser.add_argument("--push-to-hub", metavar="REPO", help="push the best model to this Hugging Face repo")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--push-to-hub", metavar="REPO", type=arguments.repo_id("--push-to-hub"),
+                        help="push the best model to this Hugging Face repo")
+    parser.add_argument("--device", type=arguments.device,
+                        help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bars")
-    parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+    parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE", type=arguments.model_arg,
                         help="extra model argument, repeatable (e.g. --model-arg width=0.25)")
-    parser.add_argument("--kan-l1", type=float, default=0.0, metavar="LAMBDA",
+    parser.add_argument("--kan-l1", type=arguments.number("--kan-l1", 0), default=0.0, metavar="LAMBDA",
                         help="KAN sparsity regularisation: adds LAMBDA * (L1 + MU * entropy) of the KAN convs' basis "
                              "weights to the loss, logged in metrics.csv (default 0: off; see docs/inspect.md)")
-    parser.add_argument("--kan-entropy", type=float, default=0.0, metavar="MU",
+    parser.add_argument("--kan-entropy", type=arguments.number("--kan-entropy", 0), default=0.0, metavar="MU",
                         help="weight of the entropy term inside --kan-l1's regularisation (default 0)")
     _allocator_option(parser)
 
@@ -99,7 +110,7 @@ def _finetune(args: argparse.Namespace) -> int:
 @_guarded
 def _segment(args: argparse.Namespace) -> int:
     runtime.configure_allocator(args.allocator)
-    names = args.class_names.split(",") if args.class_names else None
+    names = [name.strip() for name in args.class_names.split(",")] if args.class_names else None
     segment(args.model, args.data, args.out, num_classes=args.num_classes, class_names=names,
             overlays=args.overlays, pretrained_encoder=args.pretrained_encoder, **_common_training(args))
     return 0
@@ -171,9 +182,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                               description="Train UKANet/U2KANet with Dice + cross-entropy; writes metrics.csv "
                               "(val_miou, val_dice, per class), overlays/, curves.png, best/ and last.pt.")
     _training_options(p, epochs=20, batch_size=8, weight_decay=1e-4)
-    p.add_argument("--num-classes", type=int, help="classes (default: largest mask value + 1)")
-    p.add_argument("--class-names", help="comma-separated names, one per class index")
-    p.add_argument("--overlays", type=int, default=4, help="validation images to draw predictions for (4)")
+    p.add_argument("--num-classes", type=arguments.whole("--num-classes", 1),
+                   help="classes (default: largest mask value + 1)")
+    p.add_argument("--class-names", type=arguments.non_empty("--class-names"),
+                   help="comma-separated names, one per class index")
+    p.add_argument("--overlays", type=arguments.whole("--overlays", 0), default=4,
+                   help="validation images to draw predictions for (4)")
     p.add_argument("--pretrained-encoder", action=argparse.BooleanOptionalAction, default=None,
                    help="start the classification encoder of a UKANet from its pretrained weights (default: when "
                         "the registry has weights for it that fit the model arguments)")
@@ -181,41 +195,44 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("eval", help="top-1/top-5 of a classifier or mIoU of a segmentation model",
                               description="Evaluate on DIR/val (or DIR) in the layout finetune/segment read.")
-    p.add_argument("model", help=_MODEL_HELP)
-    p.add_argument("--data", required=True, help="data folder")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--img-size", type=int, help="square input size (default: the model's cfg)")
-    p.add_argument("--workers", type=int, help="data-loading processes")
+    p.add_argument("model", type=arguments.model_source("model"), help=_MODEL_HELP)
+    p.add_argument("--data", required=True, type=arguments.non_empty("--data"), help="data folder")
+    p.add_argument("--batch-size", type=arguments.whole("--batch-size", 1), default=32)
+    p.add_argument("--img-size", type=arguments.image_size, help="square input size (default: the model's cfg)")
+    p.add_argument("--workers", type=arguments.whole("--workers", 0), help="data-loading processes")
     p.add_argument("--amp", action="store_true", help="mixed precision")
-    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", type=arguments.device, help="cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
     p.set_defaults(func=_eval)
 
     p = subparsers.add_parser("predict", help="top-k classes, or masks as PNG, for image files")
-    p.add_argument("model", help=_MODEL_HELP)
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--top-k", type=int, default=5, help="classes to show per image (5)")
-    p.add_argument("--out", default="predictions", help="folder for segmentation masks (predictions)")
-    p.add_argument("--img-size", type=int, help="square input size (default: the model's cfg)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("model", type=arguments.model_source("model"), help=_MODEL_HELP)
+    p.add_argument("images", nargs="+", type=arguments.non_empty("images"), help="image files")
+    p.add_argument("--top-k", type=arguments.whole("--top-k", 1), default=5, help="classes to show per image (5)")
+    p.add_argument("--out", default="predictions", type=arguments.non_empty("--out"),
+                   help="folder for segmentation masks (predictions)")
+    p.add_argument("--img-size", type=arguments.image_size, help="square input size (default: the model's cfg)")
+    p.add_argument("--device", type=arguments.device, help="cpu, cuda or cuda:N")
     p.set_defaults(func=_predict)
 
     p = subparsers.add_parser("export", help="export to ONNX, TorchScript or an ExportedProgram (verified)",
                               description="Export a model and check the exported file's output against PyTorch "
                               "(onnxruntime for ONNX). The batch dimension stays dynamic.")
-    p.add_argument("model", help=_MODEL_HELP)
+    p.add_argument("model", type=arguments.model_source("model"), help=_MODEL_HELP)
     p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--out", required=True, help="output file (.onnx, .pt, .pt2)")
-    p.add_argument("--img-size", type=int, help="square input size (default: the model's cfg)")
+    p.add_argument("--out", required=True, type=arguments.non_empty("--out"), help="output file (.onnx, .pt, .pt2)")
+    p.add_argument("--img-size", type=arguments.image_size, help="square input size (default: the model's cfg)")
     p.set_defaults(func=_export)
 
     p = subparsers.add_parser("quickstart", help="fine-tune a small KAN ResNet on synthetic data in about a minute",
                               description="Writes a synthetic 4-class pattern data set, fine-tunes a small "
                               "ResKANet-18 on it, saves a hub-ready folder, reloads it and evaluates it.")
-    p.add_argument("--out", default="kanzoo-quickstart", help="folder for data and run (kanzoo-quickstart)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs (30: about a minute on 2 CPU cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="kanzoo-quickstart", type=arguments.non_empty("--out"),
+                   help="folder for data and run (kanzoo-quickstart)")
+    p.add_argument("--epochs", type=arguments.whole("--epochs", 1), default=30,
+                   help="epochs (30: about a minute on 2 CPU cores)")
+    p.add_argument("--seed", type=arguments.seed, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a previous quick start run")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
     _allocator_option(p)

@@ -56,6 +56,9 @@ def _hub_errors(repo_id: str, filename: str, revision: str, what: str) -> Iterat
     location = f"{filename!r} of {repo_id!r} (revision {revision!r})"
     try:
         yield
+    except errors.HFValidationError as err:
+        raise WeightsNotFoundError(f"{repo_id!r} is not a Hub repository id such as 'org/name' ({_first_line(err)})"
+                                   ) from None
     except errors.GatedRepoError:
         raise HubDownloadError(f"{repo_id!r} is gated: accept its terms on the Hub and log in (`hf auth login` or "
                                "HF_TOKEN) to download it") from None

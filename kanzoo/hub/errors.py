@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["HubError", "ManifestError", "WeightsNotFoundError", "WeightsUnavailableOfflineError",
-           "ChecksumMismatchError", "CheckpointMismatchError", "HubDownloadError", "ModelConfigError"]
+           "ChecksumMismatchError", "CheckpointMismatchError", "HubDownloadError", "ModelConfigError", "RUNTIME_ERRORS"]
 
 
 class HubError(RuntimeError):
@@ -39,3 +39,7 @@ class HubDownloadError(HubError, ConnectionError):
 
 class ModelConfigError(HubError, ValueError):
     """A saved model's ``config.json`` cannot be read, or names something besides an architecture (a file, a repo)."""
+
+
+RUNTIME_ERRORS = (HubDownloadError, ChecksumMismatchError, WeightsUnavailableOfflineError)
+"""Failures of a right request while it ran (network, offline cache, corrupt download), not of bad input."""

@@ -1,8 +1,8 @@
 """The pretrained loader installed into ``build_kan_model``: where weights come from, then how they fit.
 
 Sources, in timm's priority order: a ``local-dir:`` or ``hf-hub:`` model (only that folder or
-repository: a saved config describes an architecture, so its ``file`` or ``url`` fields are ignored and
-model arguments naming another source or a file are refused), an in-memory ``state_dict``, a local
+repository: a saved config describes an architecture, so one naming a weights location, or model
+arguments that load weights or name another source or a path, is refused), an in-memory ``state_dict``, a local
 ``file`` (both through ``pretrained_cfg_overlay``), the manifest entry of ``architecture.tag``
 (downloaded at the manifest's revision and sha256-verified), then any other ``hf_hub_id`` or ``url``
 in the cfg. The same errors cover the weights timm fetches itself for ``kanify:`` sources
@@ -14,15 +14,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
+import re
+import warnings
 import urllib.error
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from ..models import create_model
-from ..models.kanified import LOCATION_ARGS
+from ..models._saved import saved_config_problems
 from .convert import prepare_state_dict
 from .download import _hub_errors, download_weights, hub_download
 from .errors import (CheckpointMismatchError, HubDownloadError, HubError, ModelConfigError,
@@ -32,7 +35,7 @@ from .manifest import manifest, resolve_tag
 __all__ = ["HubLoader", "check_config", "check_pretrained_fit", "load_checkpoint_file"]
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+_SET_BY_TIMM = {"hf-hub": ("hf_hub_id", "source"), "local-dir": ("file", "source")}
 
 
 def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -45,8 +48,16 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a corrupt or foreign file: say which file and why, in one line
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a corrupt, foreign or unsafe file: say which file and why, in one line
+        if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+            found = re.search(r"GLOBAL ([\w.]+)", str(err))
+            names = f" (it names {found.group(1)})" if found else ""
+            raise CheckpointMismatchError(f"cannot read checkpoint {str(path)!r}: it holds Python objects besides "
+                                          f"tensors{names}, which kanzoo never unpickles; save its state dict as "
+                                          "safetensors where you trust the file") from None
         raise CheckpointMismatchError(f"cannot read checkpoint {str(path)!r}: {type(err).__name__}: "
                                       f"{str(err).splitlines()[0] if str(err) else ''}") from None
 
@@ -153,6 +164,12 @@ class HubLoader:
                                    f"({err.reason}); check the connection, or pass "
                                    "pretrained_cfg_overlay=dict(file=PATH)") from None
 
+    def check_saved(self, pretrained_cfg: Mapping[str, Any], model_args: Mapping[str, Any], name: str) -> None:
+        """Refuse a saved config (already parsed by timm) that says more than an architecture."""
+        source = pretrained_cfg.get("source")
+        where = pretrained_cfg.get("hf_hub_id" if source == "hf-hub" else "file") or name
+        _refuse(f"{source}:{where}", saved_config_problems(pretrained_cfg, model_args, _SET_BY_TIMM.get(source, ())))
+
     @staticmethod
     def _from_dir(folder: Path) -> dict[str, Any]:
         for filename in _WEIGHT_FILES:
@@ -176,33 +193,35 @@ class HubLoader:
 
 
 def check_config(path: str | os.PathLike[str], name: str) -> None:
-    """Refuse a saved ``config.json`` that is not JSON, or whose model arguments name a file or another source.
-
-    A downloaded config describes an architecture; the weights come from the same repository or folder.
+    """Refuse a saved ``config.json`` that is not a timm model config, or that says more than an architecture: a
+    weights location in its ``pretrained_cfg``, or model arguments that load weights or name another source or a
+    path (see :mod:`kanzoo.models._saved`). The weights come from the same repository or folder.
     """
     try:
         config = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ModelConfigError(f"cannot read the config.json of {name!r}: {type(err).__name__}: {err}") from None
-    args = config.get("model_args") if isinstance(config, dict) else None
-    if not isinstance(config, dict) or not isinstance(args, (dict, type(None))):
-        raise ModelConfigError(f"the config.json of {name!r} is not a timm model config (an object with "
-                               "'architecture' and a 'model_args' object)")
-    args = args or {}
-    bad = sorted(set(args) & LOCATION_ARGS | {key for key, value in args.items() if _names_location(value)})
-    if bad:
-        raise ModelConfigError(f"the config.json of {name!r} sets {bad} to a file or another model source; a saved "
-                               "config may only describe an architecture (remove those model_args)")
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise ModelConfigError(f"the config.json of {name!r} is not a timm model config (an object with an "
+                               "'architecture' name)")
+    section = config.get("pretrained_cfg", config)  # timm's older configs are a single pretrained cfg
+    args = config.get("model_args")
+    if not isinstance(section, dict) or not isinstance(args, (dict, type(None))):
+        raise ModelConfigError(f"the config.json of {name!r} is not a timm model config ('pretrained_cfg' and "
+                               "'model_args' must be objects)")
+    from timm.models import is_model
+
+    if not is_model(config["architecture"]):
+        raise ModelConfigError(f"the config.json of {name!r} names the architecture {config['architecture']!r}, "
+                               "which neither kanzoo nor timm registers (a newer version may have it)")
+    _refuse(name, saved_config_problems(section, args))
 
 
-def _names_location(value: Any) -> bool:
-    if isinstance(value, str):
-        return any(prefix in value for prefix in _SOURCE_PREFIXES) or "/" in value or "\\" in value
-    if isinstance(value, dict):
-        return any(_names_location(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_names_location(v) for v in value)
-    return False
+def _refuse(name: str, problems: list[str]) -> None:
+    if problems:
+        raise ModelConfigError(f"the config.json of {name!r} says more than an architecture: {'; '.join(problems)}; "
+                               "a saved config may only describe one (its weights come from the same repository or "
+                               "folder), so remove those fields")
 
 
 def _cfg_name(pretrained_cfg: dict[str, Any]) -> str:

@@ -15,15 +15,15 @@ import copy
 import json
 import os
 import tempfile
-import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from torch import nn
 
 from ..models import KANIFY_FILTERS, KANSegmentationModel, KanifyRecord, PruningRecord
 from ..models.kanified import ENTRY, RECIPE_KEYS
 from ..models.pruned import PRUNED_ENTRY, PRUNED_KEYS
+from .atomic import atomic_write
 from .download import _hub_errors
 from .errors import HubError
 
@@ -32,17 +32,6 @@ __all__ = ["atomic_write", "kanify_recipe", "push_to_hub", "save_pretrained"]
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder (same suffix), then rename it into place."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _check_model(model: nn.Module) -> str:

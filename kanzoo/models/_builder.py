@@ -11,12 +11,13 @@ default tag when its weights are loaded) takes the tag's ``model_args`` as defau
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Callable, ContextManager, Mapping, Protocol
 
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from torch import nn
 
 from ._pretrained import build_tag, tag_model_args
+from ._saved import SAVED_SOURCES, saved_config_problems
 
 StateDict = dict[str, Any]
 
@@ -35,6 +36,8 @@ class PretrainedLoader(Protocol):
 
     def source_weights(self, pretrained_cfg: dict[str, Any], name: str) -> ContextManager[None]: ...
 
+    def check_saved(self, pretrained_cfg: Mapping[str, Any], model_args: Mapping[str, Any], name: str) -> None: ...
+
 
 _loader: PretrainedLoader | None = None
 
@@ -49,6 +52,20 @@ def check_model_source(name: str) -> None:
     """For ``'hf-hub:'`` / ``'local-dir:'`` names: let the loader fetch the config first, with its clear errors."""
     if _loader is not None:
         _loader.check_source(name)
+
+
+def check_saved_source(pretrained_cfg: Any, model_args: Mapping[str, Any] | None, name: str) -> None:
+    """Before building a model from a saved config (timm passes a ``pretrained_cfg`` whose source is ``'hf-hub'`` or
+    ``'local-dir'``): refuse a config that says more than an architecture (see :mod:`kanzoo.models._saved`), with the
+    loader's error (a ``ValueError`` without one)."""
+    if not isinstance(pretrained_cfg, Mapping) or pretrained_cfg.get("source") not in SAVED_SOURCES:
+        return
+    if _loader is not None:
+        _loader.check_saved(pretrained_cfg, model_args or {}, name)
+        return
+    problems = saved_config_problems(pretrained_cfg, model_args, ("hf_hub_id", "file", "source"))
+    if problems:
+        raise ValueError(f"the saved config of {name!r}: {'; '.join(problems)}")
 
 
 def source_weights(pretrained_cfg: dict[str, Any], name: str) -> ContextManager[None]:
@@ -80,6 +97,7 @@ def build_kan_model(model_cls: type[nn.Module], variant: str, pretrained: bool =
     A tag's ``model_args`` (see :func:`kanzoo.models._pretrained.build_tag`) fill in arguments not given, and
     are recorded with the model's arguments (``save_pretrained`` writes them to ``config.json``).
     """
+    check_saved_source(kwargs.get("pretrained_cfg"), kwargs.get("pretrained_model_args"), variant)
     default_tag = resolve_pretrained_cfg(variant).tag
     tag = build_tag(pretrained, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"), default_tag)
     from_tag = {key: value for key, value in tag_model_args(variant, tag).items() if key not in kwargs}

@@ -14,7 +14,17 @@ import os
 from importlib import resources
 from typing import Any, Mapping
 
+from ._manifest import manifest_problems
+
 MANIFEST_ENV = "KANZOO_WEIGHTS_MANIFEST"
+_error: type[Exception] = ValueError
+
+
+def set_manifest_error(error: type[Exception]) -> None:
+    """The exception class (a ``ValueError``) raised for an unreadable or invalid manifest; the hub installs its
+    ``ManifestError``."""
+    global _error
+    _error = error
 
 # pretrained_cfg_overlay keys that load weights from somewhere else than the tag's file
 _OTHER_SOURCES = ("file", "state_dict", "url", "hf_hub_id")
@@ -24,12 +34,22 @@ _CFG_FIELDS = ("num_classes", "input_size", "mean", "std", "interpolation", "cro
 
 @functools.lru_cache(maxsize=8)
 def _read_manifest(path: str | None, mtime_ns: int) -> dict[str, dict[str, Any]]:
-    if path is None:
-        text = resources.files("kanzoo").joinpath("weights_manifest.json").read_text(encoding="utf-8")
-    else:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    return json.loads(text)
+    where = f"{MANIFEST_ENV}={path!r}" if path else "the packaged weights manifest"
+    fix = f"fix it, or unset {MANIFEST_ENV} to use the packaged one" if path else "reinstall kanzoo"
+    try:
+        if path is None:
+            text = resources.files("kanzoo").joinpath("weights_manifest.json").read_text(encoding="utf-8")
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        data = json.loads(text)
+    except (OSError, ValueError) as err:
+        raise _error(f"cannot read {where} ({type(err).__name__}: {err}); {fix}") from None
+    problems = manifest_problems(data)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise _error(f"{where} is invalid: {'; '.join(problems[:5])}{more}; {fix}")
+    return data
 
 
 def manifest_path() -> str | None:
@@ -38,17 +58,27 @@ def manifest_path() -> str | None:
 
 
 def load_manifest() -> dict[str, dict[str, Any]]:
-    """The active ``weights_manifest.json``: ``{'architecture.tag': entry}`` (re-read when the file changes)."""
+    """The active ``weights_manifest.json``: ``{'architecture.tag': entry}`` (re-read when the file changes), checked
+    against the schema; a ``ValueError`` (the hub's ``ManifestError``; one line, listing the problems) when it cannot
+    be read or is invalid."""
     path = manifest_path()
     if path is not None and not os.path.isfile(path):
-        raise FileNotFoundError(f"{MANIFEST_ENV}={path!r} does not name a file; unset it to use the packaged manifest")
+        raise _error(f"{MANIFEST_ENV}={path!r} does not name a file; unset it to use the packaged manifest")
     return _read_manifest(path, os.stat(path).st_mtime_ns if path else 0)
 
 
 def pretrained_cfgs(architecture: str, **base_cfg: Any) -> dict[str, dict[str, Any]]:
-    """Cfgs for ``generate_default_cfgs``: one per manifest tag of ``architecture``, else the bare architecture."""
+    """Cfgs for ``generate_default_cfgs``: one per manifest tag of ``architecture``, else the bare architecture.
+
+    With an unreadable or invalid manifest no tag is registered (importing kanzoo still works; loading weights
+    then raises the manifest's error).
+    """
+    try:
+        entries = load_manifest()
+    except (OSError, ValueError):
+        entries = {}
     cfgs: dict[str, dict[str, Any]] = {}
-    for name, entry in load_manifest().items():
+    for name, entry in entries.items():
         arch, _, tag = name.partition(".")
         if arch != architecture:
             continue

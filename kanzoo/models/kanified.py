@@ -25,21 +25,17 @@ from torch import nn
 
 from ..layers import canonical_conv_name, get_conv
 from ._blocks import accepted_kwargs
-from ._builder import load_saved_weights, source_weights
+from ._builder import check_saved_source, load_saved_weights, source_weights
 from ._kanify import _SET_BY_KANIFY, FILTER_NAMES, ConvFilter, kanify
+from ._saved import SAVED_SOURCES, SOURCE_FIELDS
 
-__all__ = ["ENTRY", "KANIFY_PREFIX", "LOCATION_ARGS", "RECIPE_KEYS", "check_timm_name", "create_kanified",
+__all__ = ["ENTRY", "KANIFY_PREFIX", "RECIPE_KEYS", "check_timm_name", "create_kanified",
            "create_timm_model", "split_family_kwargs"]
 
 KANIFY_PREFIX = "kanify:"
 ENTRY = "kanify"
 """The registered architecture that rebuilds saved kanified models (``architecture`` in their ``config.json``)."""
 RECIPE_KEYS = ("source", "conv", "filter", "converted")
-_SAVED_SOURCES = ("hf-hub", "local-dir")
-LOCATION_ARGS = frozenset({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_model_args",
-                           "cache_dir", "pretrained"})
-"""Arguments that make ``create_model`` load weights from somewhere: a saved config may not set them."""
-_SOURCE_FIELDS = ("url", "file", "hf_hub_id", "hf_hub_filename", "source", "state_dict")
 
 
 def check_timm_name(name: str) -> tuple[str, str | None]:
@@ -103,13 +99,12 @@ def create_kanified(source: str, pretrained: bool = False, *, conv: str = "kagn"
     ``filter`` says (then only a name, kept in ``kanify_record``). A ``pretrained_cfg`` whose source is
     ``'hf-hub'`` or ``'local-dir'`` (what timm passes for a saved model) loads the saved kanified weights.
     """
+    check_saved_source(pretrained_cfg, pretrained_model_args, ENTRY)
     arch, _ = check_timm_name(source)
-    if pretrained_model_args is not None:
-        _check_saved_args(pretrained_model_args)
     family_kwargs, timm_kwargs = split_family_kwargs(conv, kwargs)
     family_kwargs = {**(conv_kwargs or {}), **family_kwargs}
     saved = dict(pretrained_cfg) if isinstance(pretrained_cfg, Mapping) \
-        and pretrained_cfg.get("source") in _SAVED_SOURCES else None
+        and pretrained_cfg.get("source") in SAVED_SOURCES else None
     hint = (f"; a kanify: name takes conv=, filter=, the arguments of conv={canonical_conv_name(conv)!r} "
             f"({', '.join(sorted(_family_args(conv)))}) and timm.create_model's")
     features = bool(timm_kwargs.get("features_only"))
@@ -135,20 +130,12 @@ def create_kanified(source: str, pretrained: bool = False, *, conv: str = "kagn"
                                  "(and the timm version) it was saved with")
         model.kanify_record.filter = filter if isinstance(filter, str) else "custom"
     if saved is not None:
-        base = {k: v for k, v in model.pretrained_cfg.items() if k not in _SOURCE_FIELDS}
+        base = {k: v for k, v in model.pretrained_cfg.items() if k not in SOURCE_FIELDS}
         cfg = {**base, **saved, "architecture": arch}
         model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(cfg) if features else cfg
         if pretrained:
             load_saved_weights(model, model.pretrained_cfg, cache_dir, _feature_keys(model) if features else None)
     return model
-
-
-def _check_saved_args(args: Mapping[str, Any]) -> None:
-    """A saved recipe names an architecture only: no argument may point timm at weights elsewhere."""
-    bad = sorted(set(args) & LOCATION_ARGS)
-    if bad:
-        raise ValueError(f"a saved kanify config may not set {bad}: it describes an architecture, and its weights "
-                         "come from the same repository or folder")
 
 
 def _converted_names(converted: Sequence[str], filter: Any) -> set[str]:

@@ -138,7 +138,8 @@ class U2KANet(KANSegmentationModel):
         self.decoder = nn.ModuleList(decoder)
         self.side = nn.ModuleList([nn.Conv2d(c, num_classes, 3, padding=1) for c in side_chs])
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Conv2d(len(side_chs) * num_classes, num_classes, 1)
+        self.num_features = len(side_chs) * num_classes  # the fused side maps the head reads
+        self.head = nn.Conv2d(self.num_features, num_classes, 1)
         self.output_stride = max(2 ** (i + stage.num_pools) for i, stage in enumerate(self.encoder))
         self.grad_checkpointing = False
 

@@ -2,7 +2,7 @@
 functions)."""
 
 from .classification import evaluate_classifier, finetune
-from .errors import TaskError
+from .errors import TaskError, TaskRuntimeError
 from .evaluation import evaluate
 from .export import ExportReport, export_model
 from .inspection import inspect
@@ -13,7 +13,7 @@ from .segmentation import evaluate_segmenter, segment
 from .train import FitResult
 
 __all__ = [
-    "TaskError", "FitResult", "ExportReport", "Prediction", "PruneReport", "QuickstartReport", "finetune", "segment",
-    "evaluate", "evaluate_classifier", "evaluate_segmenter", "predict", "export_model", "quickstart", "inspect",
-    "prune",
+    "TaskError", "TaskRuntimeError", "FitResult", "ExportReport", "Prediction", "PruneReport", "QuickstartReport",
+    "finetune", "segment", "evaluate", "evaluate_classifier", "evaluate_segmenter", "predict", "export_model",
+    "quickstart", "inspect", "prune",
 ]

@@ -11,14 +11,14 @@ from timm.data import create_transform, resolve_data_config
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import checks, distributed
 from .data import ImageDataset, discover_classification, discover_eval_images
 from .errors import TaskError
 from .metrics import topk_correct
 from .modeling import create_task_model, is_segmentation, label_names, save_task_model, set_task_cfg
 from .runs import RunFolder
-from .train import (FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, kan_regularizer, report_best,
-                    seed_everything, with_regularization)
+from .train import (FitResult, TaskSpec, TrainSettings, accumulate, check_run_arguments, eval_loader, fit,
+                    kan_regularizer, model_args_info, report_best, seed_everything, with_regularization)
 
 CLASSIFICATION_COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_time_s",
                           "skipped_images")
@@ -29,8 +29,7 @@ def data_config(model: nn.Module, img_size: int | None = None) -> dict[str, Any]
     """timm's preprocessing config for ``model``, with the input size overridden by ``img_size``."""
     cfg = resolve_data_config(model=model)
     if img_size is not None:
-        if img_size < 8:
-            raise TaskError(f"--img-size must be at least 8 pixels, got {img_size}")
+        checks.image_size(img_size)
         cfg["input_size"] = (cfg["input_size"][0], img_size, img_size)
     return cfg
 
@@ -79,6 +78,7 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
     """
     settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress)
     settings.check()
+    check_run_arguments(data, out, img_size, val_split, push_to_hub)
     run = RunFolder(out, resume=resume, overwrite=overwrite)
     found = discover_classification(data, val_split, seed)
     info = distributed.setup(device)
@@ -114,6 +114,7 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
             name="finetune", loss_fn=nn.CrossEntropyLoss(), evaluate=evaluate, metric="val_top1",
             columns=with_regularization(CLASSIFICATION_COLUMNS, regularizer), score_columns=("val_top1", "val_top5"),
             run_info={"model": model, "classes": found.classes, "input_size": list(cfg["input_size"]),
+                      "model_args": model_args_info(model_kwargs), "freeze_backbone": freeze_backbone,
                       "kan_l1": kan_l1, "kan_entropy": kan_entropy},
             save_best=save_best, regularizer=regularizer,
         )
@@ -123,6 +124,7 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
             report_best(result, spec.metric, push_to_hub, dataset_name)
         return result
     finally:
+        run.close()
         distributed.teardown(info)
 
 
@@ -148,10 +150,12 @@ def evaluate_classifier(model: nn.Module, data: str | Path, *, batch_size: int =
                         workers: int | None = None, amp: bool = False, device: str | None = None,
                         progress: bool | None = None) -> dict[str, float]:
     """Top-1 / top-5 accuracy and loss of a classifier on ``data/val`` (or ``data``'s class folders)."""
+    settings = TrainSettings(batch_size=batch_size, workers=workers, amp=amp, device=device, progress=progress)
+    settings.check()
+    checks.image_size(img_size)
     classes, samples = discover_eval_images(data)
     mapping = class_mapping(classes, model)
     samples = [(path, mapping[label]) for path, label in samples]
-    settings = TrainSettings(batch_size=batch_size, workers=workers, amp=amp, device=device, progress=progress)
     info = distributed.setup(device)
     try:
         _, val_tf = transforms(data_config(model, img_size))

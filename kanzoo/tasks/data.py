@@ -62,10 +62,24 @@ def list_images(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image fully as RGB (raises on unreadable or truncated files)."""
-    with Image.open(path) as image:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, scaled by its mode's range: 16-bit (``I;16``) and 32-bit integer (``I``) images as
+    0..65535, float images (``F``) as 0..1, both mapped linearly onto 0..255 with values outside clipped; every
+    other mode through Pillow's ``convert('RGB')`` (which would clip the former to almost white or black)."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        scaled = np.asarray(image, dtype=np.float64) / 257.0
+    elif image.mode == "F":
+        scaled = np.asarray(image, dtype=np.float64) * 255.0
+    else:
         return image.convert("RGB")
+    gray = np.clip(np.rint(np.nan_to_num(scaled)), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode an image fully as 8-bit RGB (see :func:`to_rgb`; raises on unreadable or truncated files)."""
+    with Image.open(path) as image:
+        return to_rgb(image)
 
 
 def _require_folder(path: Path, what: str) -> None:
@@ -211,6 +225,17 @@ class SegmentationData:
     skipped: list[Skipped] = field(default_factory=list)
 
 
+def _unique_stems(files: list[Path], what: str) -> dict[str, Path]:
+    """``{stem: file}``; an error naming both files when two share a stem (``x.png`` and ``x.jpg``)."""
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        other = by_stem.setdefault(path.stem, path)
+        if other != path:
+            raise TaskError(f"{other} and {path} share the stem {path.stem!r}, which pairs {what} with their "
+                            f"{'masks' if what == 'images' else 'images'}; rename or remove one of them")
+    return by_stem
+
+
 def _pairs(folder: Path) -> list[tuple[str, str]]:
     images_dir, masks_dir = folder / "images", folder / "masks"
     for sub in (images_dir, masks_dir):
@@ -219,7 +244,8 @@ def _pairs(folder: Path) -> list[tuple[str, str]]:
     images, masks = list_images(images_dir), list_images(masks_dir)
     if not images:
         raise TaskError(f"{images_dir} has no images; {_SEG_LAYOUT_HELP}")
-    mask_by_stem = {p.stem: p for p in masks}
+    _unique_stems(images, "images")
+    mask_by_stem = _unique_stems(masks, "masks")
     missing = [p.name for p in images if p.stem not in mask_by_stem]
     if missing:
         raise TaskError(f"{len(missing)} images in {images_dir} have no mask with the same stem in {masks_dir} "
@@ -232,12 +258,16 @@ def _pairs(folder: Path) -> list[tuple[str, str]]:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A class-index mask as an integer array (H, W); errors for colour masks."""
+    """A class-index mask as an integer array (H, W); errors for colour masks. A 16-bit mask holding only 0 and
+    65535 is read as 0 and 255 (a binary mask, like an 8-bit 0/255 one)."""
     with Image.open(path) as mask:
-        if mask.mode not in ("L", "P", "I", "I;16", "1"):
+        if mask.mode not in ("L", "P", "I", "1") and not mask.mode.startswith("I;16"):
             raise TaskError(f"mask {path} has mode {mask.mode} ({len(mask.getbands())} channels); masks must be "
                             "single-channel images whose pixel values are class indices (PNG mode L or P)")
-        return np.asarray(mask, dtype=np.int64)
+        array = np.asarray(mask, dtype=np.int64)
+    if mask.mode != "L" and array.size and set(np.unique(array).tolist()) <= {0, 65535}:
+        array = array // 257
+    return array
 
 
 def _scan_masks(pairs: list[tuple[str, str]], skipped: list[Skipped]) -> tuple[list[tuple[str, str]], dict[str, set[int]]]:
@@ -279,6 +309,12 @@ def _class_count(values: dict[str, set[int]], num_classes: int | None) -> tuple[
         bad = [m for m, v in values.items() if max(v) >= num_classes][:3]
         raise TaskError(f"masks hold class index {needed - 1} but num_classes is {num_classes} (e.g. "
                         f"{', '.join(bad)}); raise --num-classes to at least {needed} or fix the masks")
+    if num_classes is None and needed > 2 * len(union):
+        shown = ", ".join(map(str, sorted(union)[:8])) + (" ..." if len(union) > 8 else "")
+        bad = [m for m, v in values.items() if max(v) == needed - 1][:3]
+        warnings.warn(f"the masks hold {len(union)} distinct values ({shown}) but the largest is {needed - 1}, so "
+                      f"{needed} classes are inferred (e.g. {', '.join(bad)}); pass --num-classes to check that, or "
+                      "fix stray values in the masks", stacklevel=3)
     return (num_classes or needed), binary_255
 
 

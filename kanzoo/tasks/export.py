@@ -6,6 +6,8 @@ convolution) instead of its memory-saving autograd Function, so exporters trace 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 from timm.data import resolve_data_config
 from torch import nn
 
+from . import checks
 from .errors import TaskError
 from .modeling import create_task_model, is_segmentation
 from .runs import atomic_write
@@ -76,12 +79,14 @@ def export_model(model: str | nn.Module, out: str | Path, *, format: str = "onnx
                  atol: float = 1e-4, rtol: float = 1e-4) -> ExportReport:
     """Export ``model`` (name, ``hf-hub:`` id, hub-ready folder or module) to ``out`` and verify it.
 
-    The exported file is loaded back and run on a fresh input with a different batch size than the one
-    traced (ONNX through onnxruntime); when its output differs from PyTorch's by more than
-    ``atol + rtol * max|output|`` nothing is written and a :class:`TaskError` is raised.
+    The exported file is written to a private temporary folder, loaded back and run on a fresh input with a
+    different batch size than the one traced (ONNX through onnxruntime); when its output differs from
+    PyTorch's by more than ``atol + rtol * max|output|`` nothing is written and a :class:`TaskError` is raised.
     """
     if format not in FORMATS:
         raise TaskError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    checks.image_size(img_size)
+    checks.text("--out", str(out))
     out = Path(out)
     if out.is_dir():
         raise TaskError(f"--out {out} is a folder; give a file name such as {out / ('model' + SUFFIXES[format])}")
@@ -111,5 +116,10 @@ def export_model(model: str | nn.Module, out: str | Path, *, format: str = "onnx
             raise TaskError(f"the exported {format} model differs from PyTorch by {report.max_abs_diff:.3g} "
                             f"(allowed {limit:.3g}); nothing was written")
 
-    atomic_write(out, write_and_check)
+    # torch.export.load and torch.jit.load unpickle: they only read back the file just written, in a folder that
+    # only this user can enter, which is then copied into place atomically
+    with tempfile.TemporaryDirectory(prefix="kanzoo-export-") as private:
+        staged = Path(private) / f"model{SUFFIXES[format]}"
+        write_and_check(staged)
+        atomic_write(out, lambda tmp: shutil.copyfile(staged, tmp))
     return report

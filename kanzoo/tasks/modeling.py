@@ -19,10 +19,12 @@ from torch import nn
 
 import kanzoo
 from kanzoo.hub import CheckpointMismatchError, HubError, check_pretrained_fit, resolve_tag
+from kanzoo.hub.errors import RUNTIME_ERRORS
 from kanzoo.models import KANSegmentationModel
 from kanzoo.models.kanified import ENTRY, KANIFY_PREFIX, check_timm_name, create_timm_model
 
-from .errors import TaskError
+from . import checks
+from .errors import TaskError, TaskRuntimeError
 from .runs import atomic_write_text
 
 
@@ -135,14 +137,19 @@ def create_task_model(source: str, *, pretrained: bool | None = None, pretrained
     ``pretrained_encoder`` (for models with a classification encoder, e.g. UKANet, when not ``pretrained``):
     True loads the encoder's weights, None does so when they exist and fit, False leaves the model's default.
     ``kwargs`` go to the model (e.g. ``num_classes``); for saved models the head is reset instead when the class
-    count differs. Arguments the model does not take, and failures to fetch weights, are :class:`TaskError`s.
+    count differs. Arguments the model does not take or refuses are :class:`TaskError`s, and so are failures to
+    fetch weights (:class:`TaskRuntimeError` for the network, the offline cache or a corrupt download).
     """
+    checks.model_source(source)
     try:
         return _create(source, pretrained, pretrained_encoder, kwargs)
-    except TypeError as err:
-        raise TaskError(f"cannot build {source}: {str(err).splitlines()[0]} (check --model-arg)") from None
     except HubError as err:
-        raise TaskError(str(err)) from None
+        raise (TaskRuntimeError if isinstance(err, RUNTIME_ERRORS) else TaskError)(str(err)) from None
+    except TaskError:
+        raise
+    except (TypeError, ValueError) as err:  # the model's constructor refused an argument
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TaskError(f"cannot build {source}: {reason} (check --model-arg)") from None
 
 
 def _create(source: str, pretrained: bool | None, pretrained_encoder: bool | None, kwargs: dict[str, Any]

@@ -14,6 +14,7 @@ from torch import nn
 
 from .classification import data_config, transforms
 from .data import _DECODE_ERRORS, SegmentationDataset, load_rgb
+from . import checks
 from .errors import TaskError
 from .modeling import (check_model_name, create_task_model, has_pretrained, is_folder_source, is_segmentation,
                        label_names)
@@ -46,18 +47,23 @@ def predict(model: str | nn.Module, images: Sequence[str | Path], *, top_k: int 
             img_size: int | None = None, device: str | None = None) -> list[Prediction]:
     """Classify ``images`` (top-k with class names) or segment them (masks saved as ``out_dir/<stem>.png``).
 
-    Unreadable images get a :class:`Prediction` with ``error`` set; the others are still predicted.
+    Unreadable images get a :class:`Prediction` with ``error`` set; the others are still predicted. Two images
+    whose masks would have the same name (``a/x.png`` and ``b/x.jpg``) are refused before anything is predicted.
     """
+    if not images:
+        raise TaskError("no image files given; pass at least one")
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise TaskError(f"image files not found: {', '.join(missing[:5])}; check the paths")
-    if top_k < 1:
-        raise TaskError(f"--top-k must be at least 1, got {top_k}")
+    checks.at_least("--top-k", top_k, 1)
+    checks.image_size(img_size)
+    checks.device(device)
+    checks.text("--out", str(out_dir))
     net = load_for_inference(model)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net.to(target)
     if is_segmentation(net):
-        predict_one = _segmenter(net, Path(out_dir), img_size, target)
+        predict_one = _segmenter(net, _mask_targets(images, Path(out_dir)), img_size, target)
     else:
         predict_one = _classifier(net, top_k, img_size, target)
     results = []
@@ -84,17 +90,33 @@ def _classifier(model: nn.Module, top_k: int, img_size: int | None,
     return classify
 
 
-def _segmenter(model: nn.Module, out_dir: Path, img_size: int | None,
+def _mask_targets(images: Sequence[str | Path], out_dir: Path) -> dict[str, Path]:
+    """``out_dir/<stem>.png`` for each image; an error when ``out_dir`` is a file or two images would share a mask."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TaskError(f"--out {out_dir} is a file; pass a folder for the masks")
+    targets: dict[str, Path] = {}
+    claimed: dict[Path, str] = {}
+    for image in map(str, images):
+        target = out_dir / f"{Path(image).stem}.png"
+        other = claimed.setdefault(target, image)
+        if other != image and Path(other).resolve() != Path(image).resolve():
+            raise TaskError(f"{other} and {image} would both write their mask to {target}; rename one, or predict "
+                            "them in separate runs with different --out folders")
+        targets[image] = target
+    return targets
+
+
+def _segmenter(model: nn.Module, targets: dict[str, Path], img_size: int | None,
                device: torch.device) -> Callable[[str, Image.Image], Prediction]:
     size = input_size(model, img_size)
     cfg = resolve_data_config(model=model)
     prepare = SegmentationDataset([], size, cfg["mean"], cfg["std"])
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     def segment(path: str, image: Image.Image) -> Prediction:
         mask = predict_mask(model, prepare.image_tensor(image), device)
         full = np.asarray(Image.fromarray(mask).resize(image.size, Image.NEAREST))
-        target = out_dir / f"{Path(path).stem}.png"
+        target = targets[path]
+        target.parent.mkdir(parents=True, exist_ok=True)
         png = mask_image(full, model.num_classes)
         atomic_write(target, lambda tmp: png.save(tmp, format="PNG"))
         return Prediction(path, mask=target)

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import checks
 from .classification import evaluate_classifier, finetune
+from .errors import TaskError
 from .modeling import create_task_model
+from .runs import RunFolder
 from .synthetic import PATTERNS, make_classification_folder
 
 QUICKSTART_MODEL = "reskanet_18"
@@ -38,12 +41,18 @@ def quickstart(out: str | Path = "kanzoo-quickstart", *, epochs: int = 30, train
     running the quick start again keeps earlier results.
     """
     started = time.perf_counter()
-    out = Path(out)
+    checks.at_least("--epochs", epochs, 1)
+    checks.at_least("train_per_class", train_per_class, 4)
+    checks.seed(seed)
+    out = checks.output_folder("--out", out)
     data = out / "data"
+    if data.exists() and not data.is_dir():
+        raise TaskError(f"{data} is a file; the quick start writes its data set there: pass another --out")
+    run = out / "run" if overwrite else _free_run_dir(out / "run")
+    RunFolder(run, overwrite=overwrite)  # its checks, before the data set is written
     if not (data / "train").is_dir():
         make_classification_folder(data, train_per_class=train_per_class, val_per_class=train_per_class // 4,
                                    size=QUICKSTART_IMG_SIZE, patterns=PATTERNS, seed=seed)
-    run = out / "run" if overwrite else _free_run_dir(out / "run")
     result = finetune(QUICKSTART_MODEL, data, run, epochs=epochs, batch_size=16, lr=2e-3,
                       img_size=QUICKSTART_IMG_SIZE, pretrained=False, workers=workers, seed=seed,
                       overwrite=overwrite, progress=progress, model_kwargs=QUICKSTART_MODEL_KWARGS)

@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 
 from kanzoo.models import KANSegmentationModel
 
-from . import distributed
+from . import checks, distributed
 from .data import SegmentationData, SegmentationDataset, discover_eval_pairs, discover_segmentation, load_rgb
 from .errors import TaskError
 from .metrics import DiceCELoss, confusion_matrix, iou_dice
 from .modeling import create_task_model, is_segmentation, is_timm_name, label_names, save_task_model, set_task_cfg
 from .runs import OVERLAYS, RunFolder, atomic_write
-from .train import (FitResult, TaskSpec, TrainSettings, accumulate, eval_loader, fit, kan_regularizer, report_best,
-                    seed_everything, with_regularization)
+from .train import (FitResult, TaskSpec, TrainSettings, accumulate, check_run_arguments, eval_loader, fit,
+                    kan_regularizer, model_args_info, report_best, seed_everything, with_regularization)
 
 SEGMENTATION_SCORES = ("val_miou", "val_dice", "val_pixel_acc")
 
@@ -38,8 +38,13 @@ def palette(num_classes: int) -> np.ndarray:
 
 
 def mask_image(mask: np.ndarray, num_classes: int) -> Image.Image:
-    """A class-index mask as a palette PNG image (pixel values stay class indices; a one-logit binary model's
-    masks hold 0 and 1, so at least two colours)."""
+    """A class-index mask as a PNG image whose pixel values are the class indices: a palette image (a colour per
+    class; a one-logit binary model's masks hold 0 and 1, so at least two colours) up to 256 classes, else a 16-bit
+    grayscale one (PNG holds no larger palette; up to 65536 classes)."""
+    if num_classes > 256:
+        if num_classes > 65536:
+            raise TaskError(f"a PNG mask holds at most 65536 class indices, the model predicts {num_classes}")
+        return Image.fromarray(mask.astype(np.uint16))
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(palette(max(num_classes, 2)).reshape(-1).tolist())
     return image
@@ -56,6 +61,7 @@ def overlay(image: Image.Image, mask: np.ndarray, num_classes: int, alpha: float
 def input_size(model: nn.Module, img_size: int | None) -> tuple[int, int]:
     """Training/inference size: ``img_size`` or the model's default, checked against its output stride."""
     stride = int(getattr(model, "output_stride", 1) or 1)
+    checks.image_size(img_size)
     if img_size is None:
         height, width = resolve_data_config(model=model)["input_size"][1:]
     else:
@@ -96,9 +102,11 @@ def seg_metrics(sums: torch.Tensor, class_names: Sequence[str]) -> dict[str, flo
 
 
 def predict_mask(model: KANSegmentationModel, tensor: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Class-index mask (H, W) of one normalised image tensor (C, H, W), from ``model.predict`` in eval mode."""
+    """Class-index mask (H, W) of one normalised image tensor (C, H, W), from ``model.predict`` in eval mode
+    (uint8 up to 256 classes, int32 beyond, so that no index wraps)."""
     model.eval()
-    return model.predict(tensor.unsqueeze(0).to(device))[0].cpu().numpy().astype(np.uint8)
+    mask = model.predict(tensor.unsqueeze(0).to(device))[0].cpu().numpy()
+    return mask.astype(np.uint8 if model.num_classes <= 256 else np.int32)
 
 
 def _write_overlays(model: nn.Module, dataset: SegmentationDataset, count: int, num_classes: int,
@@ -142,6 +150,13 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
                         f"ukanet --model-arg encoder={model if model.startswith('kanify:') else 'kanify:' + model}")
     settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress)
     settings.check()
+    check_run_arguments(data, out, img_size, val_split, push_to_hub)
+    if num_classes is not None:
+        checks.at_least("--num-classes", num_classes, 1)
+    checks.at_least("--overlays", overlays, 0)
+    if class_names is not None and (not all(isinstance(n, str) and n.strip() for n in class_names)
+                                    or len(set(class_names)) != len(class_names)):
+        raise TaskError(f"--class-names must be distinct, non-empty names, one per class, got {list(class_names)}")
     run = RunFolder(out, resume=resume, overwrite=overwrite)
     found = discover_segmentation(data, num_classes, val_split, seed)
     names = _class_names(class_names, found)
@@ -189,8 +204,8 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
             columns=with_regularization(("epoch", "train_loss", "val_loss", *SEGMENTATION_SCORES, *per_class, "lr",
                                          "epoch_time_s", "skipped_images"), regularizer),
             score_columns=SEGMENTATION_SCORES,
-            run_info={"model": model, "num_classes": found.num_classes, "input_size": list(size), "kan_l1": kan_l1,
-                      "kan_entropy": kan_entropy},
+            run_info={"model": model, "num_classes": found.num_classes, "input_size": list(size),
+                      "model_args": model_args_info(model_kwargs), "kan_l1": kan_l1, "kan_entropy": kan_entropy},
             save_best=save_best, on_epoch_end=on_epoch_end, regularizer=regularizer,
         )
         result = fit(net, net.parameters(), train_set, val_set, spec, run, settings, info)
@@ -198,6 +213,7 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
             report_best(result, spec.metric, push_to_hub, dataset_name)
         return result
     finally:
+        run.close()
         distributed.teardown(info)
 
 
@@ -214,11 +230,13 @@ def evaluate_segmenter(model: nn.Module, data: str | Path, *, batch_size: int = 
                        workers: int | None = None, amp: bool = False, device: str | None = None,
                        progress: bool | None = None) -> dict[str, float]:
     """mIoU, mean Dice, pixel accuracy and per-class scores of a segmentation model on ``data``."""
+    settings = TrainSettings(batch_size=batch_size, workers=workers, amp=amp, device=device, progress=progress)
+    settings.check()
+    checks.image_size(img_size)
     found = discover_eval_pairs(data, model.num_classes)
     names = label_names(model) or [str(i) for i in range(model.num_classes)]
     size = input_size(model, img_size)
     cfg = resolve_data_config(model=model)
-    settings = TrainSettings(batch_size=batch_size, workers=workers, amp=amp, device=device, progress=progress)
     info = distributed.setup(device)
     try:
         model.to(info.device)

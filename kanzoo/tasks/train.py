@@ -25,14 +25,15 @@ import kanzoo
 from kanzoo.inspect import KANRegularizer
 from kanzoo.layers import KANConvBase
 
-from . import distributed
+from . import checks, distributed
 from .data import Batch, ShardSampler, Skipped, collate_skipping
 from .distributed import DistInfo
-from .errors import TaskError
+from .errors import TaskError, TaskRuntimeError
 from .modeling import create_task_model
 from .runs import RunFolder, rng_state, set_rng_state
 
-CHECKPOINT_FORMAT = "kanzoo-run/1"
+CHECKPOINT_FORMAT = "kanzoo-run/2"
+_OLD_FORMATS = ("kanzoo-run/1",)
 MIN_LR_FACTOR = 0.01
 REGULARIZATION_COLUMNS = ("train_kan_l1", "train_kan_entropy")
 
@@ -52,15 +53,15 @@ class TrainSettings:
     progress: bool | None = None
 
     def check(self) -> None:
-        """Reject settings that cannot work."""
-        if self.epochs < 1:
-            raise TaskError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise TaskError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise TaskError(f"--lr must be positive, got {self.lr}")
-        if self.workers is not None and self.workers < 0:
-            raise TaskError(f"--workers must be 0 or more, got {self.workers}")
+        """Reject settings that cannot work (before anything is read or written)."""
+        checks.at_least("--epochs", self.epochs, 1)
+        checks.at_least("--batch-size", self.batch_size, 1)
+        checks.positive("--lr", self.lr)
+        checks.at_least("--weight-decay", self.weight_decay, 0, float)
+        if self.workers is not None:
+            checks.at_least("--workers", self.workers, 0)
+        checks.seed(self.seed)
+        checks.device(self.device)
 
     @property
     def num_workers(self) -> int:
@@ -68,6 +69,24 @@ class TrainSettings:
         if self.workers is not None:
             return self.workers
         return min(4, max((os.cpu_count() or 1) - 1, 0))
+
+
+def check_run_arguments(data: str | Path, out: str | Path, img_size: int | None, val_split: float | None,
+                        push_to_hub: str | None) -> None:
+    """The checks of a training command's arguments besides :class:`TrainSettings`' (nothing read or written)."""
+    checks.text("--data", str(data))
+    checks.text("--out", str(out))
+    checks.image_size(img_size)
+    if val_split is not None:
+        checks.fraction("--val-split", val_split)
+    if push_to_hub is not None:
+        checks.repo_id("--push-to-hub", push_to_hub)
+
+
+def model_args_info(model_kwargs: dict[str, Any] | None) -> dict[str, str]:
+    """The model arguments as ``last.pt`` records them to compare on resume: each value's ``repr`` (plain strings,
+    whatever the value, so that the checkpoint stays loadable with ``weights_only``)."""
+    return {key: repr(value) for key, value in sorted((model_kwargs or {}).items())}
 
 
 @dataclass
@@ -200,14 +219,41 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
     return states
 
 
-def _check_resumable(state: dict[str, Any], spec: TaskSpec, run: RunFolder) -> None:
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("task") != spec.name:
+_CHECKPOINT_FIELDS = {"epoch": int, "run_info": dict, "model": dict, "optimizer": dict, "scheduler": dict,
+                      "scaler": dict, "rng": list, "best_metric": (int, float), "best_epoch": int, "history": list}
+
+
+def _check_resumable(state: Any, spec: TaskSpec, run: RunFolder) -> None:
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt in _OLD_FORMATS:
+        raise TaskError(f"{run.checkpoint_path} was written by an older kanzoo (format {fmt}) and cannot be resumed; "
+                        "pass --overwrite to start over")
+    if fmt != CHECKPOINT_FORMAT or state.get("task") != spec.name:
         raise TaskError(f"{run.checkpoint_path} is not a kanzoo {spec.name} checkpoint; pass --overwrite to start over")
+    bad = [key for key, kind in _CHECKPOINT_FIELDS.items() if not isinstance(state.get(key), kind)]
+    if bad:
+        raise TaskError(f"{run.checkpoint_path} is damaged ({', '.join(bad)} missing or of the wrong type); pass "
+                        "--overwrite to start over")
     saved = state["run_info"]
     for key, value in spec.run_info.items():
         if key in saved and saved[key] != value:
             raise TaskError(f"cannot resume: the run in {run.path} used {key}={saved[key]!r} but this command asks "
                             f"for {value!r}; repeat the original arguments or pass --overwrite to start over")
+
+
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             scaler: torch.amp.GradScaler, run: RunFolder, info: DistInfo) -> None:
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if len(state["rng"]) == info.world:
+            set_rng_state(state["rng"][info.rank])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TaskError(f"cannot resume from {run.checkpoint_path}: it does not fit this model and optimizer "
+                        f"({reason}); repeat the original arguments or pass --overwrite to start over") from None
 
 
 def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, val_set: Dataset, spec: TaskSpec,
@@ -229,16 +275,10 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, va
     if run.resume:
         state = run.load_checkpoint()
         _check_resumable(state, spec, run)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        _restore(state, model, optimizer, scheduler, scaler, run, info)
         start_epoch = state["epoch"]
         result.history = state["history"]
-        result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
-        rngs = state["rng"]
-        if len(rngs) == info.world:
-            set_rng_state(rngs[info.rank])
+        result.best_metric, result.best_epoch = float(state["best_metric"]), state["best_epoch"]
         if info.is_main:
             tqdm.write(f"resuming {run.path} after epoch {start_epoch}")
     if start_epoch >= settings.epochs and info.is_main:
@@ -332,7 +372,7 @@ def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampl
         raise TaskError("no readable training samples in this epoch; check the training images")
     train_loss = float(sums[0] / sums[1])
     if not math.isfinite(train_loss):
-        raise TaskError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {settings.lr})"
+        raise TaskRuntimeError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {settings.lr})"
                         + (" or drop --amp" if settings.amp else ""))
     row = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "skipped_images": int(sums[2]), "_started": started}
     if terms:
@@ -361,6 +401,7 @@ def _interrupt_after() -> Iterator[None]:
 def _write_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
                  epoch: int, rngs: list[dict[str, Any]], result: FitResult, spec: TaskSpec, run: RunFolder,
                  improved: bool, row: dict[str, Any]) -> None:
+    run.begin_epoch_write()
     if improved:
         run.replace_dir(run.best_dir.name, lambda folder: spec.save_best(model, folder, row))
     if spec.on_epoch_end is not None:
@@ -373,6 +414,7 @@ def _write_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     })
     run.write_metrics(result.history, spec.columns)
     run.write_curves(result.history, ["train_loss", "val_loss"], spec.score_columns)
+    run.end_epoch_write()
 
 
 def _summary(row: dict[str, Any], spec: TaskSpec) -> str:

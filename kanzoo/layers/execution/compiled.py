@@ -20,6 +20,7 @@ or ``set_fused_kernels(False)`` turns the kernels off.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import types
 import warnings
@@ -41,6 +42,19 @@ _failure: str | None = None
 _compiled: dict[tuple[type, str], Callable] = {}
 _over_limit: set[tuple[type, str]] = set()
 _past_default: set[tuple[type, str]] = set()
+
+
+class _NoCudaRuntimeNotice(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." notice: TorchInductor's C++ build of these CPU
+    kernels triggers it on machines without a GPU, where there is nothing to act on (the kernels need no CUDA)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+_CPP_EXTENSION_LOGGER = logging.getLogger("torch.utils.cpp_extension")
+if not any(isinstance(f, _NoCudaRuntimeNotice) for f in _CPP_EXTENSION_LOGGER.filters):
+    _CPP_EXTENSION_LOGGER.addFilter(_NoCudaRuntimeNotice())
 
 MAX_GRAPHS = 64
 """Compiled variants one kernel of one layer class may have. A network's layers differ in sizes that the

@@ -17,6 +17,9 @@ __all__ = ["WavKANConv", "WavKANConv1d", "WavKANConv2d", "WavKANConv3d", "Bottle
 
 _WAVELETS = ("mexican_hat", "morlet", "dog")
 _MEXICAN_HAT = 2.0 / (math.sqrt(3.0) * math.pi ** 0.25)
+# exp(-z^2 / 2) underflows to 0 at |z| = 32 in float32, bfloat16 and float16 (whose z^3 stays below 65504 there),
+# and at |z| = 64 in float64
+_Z_LIMIT, _Z_LIMIT_FLOAT64 = 32.0, 64.0
 
 
 @register_family("wavkan", aliases=("wavelet",), bench_kwargs={"num_wavelets": 4})
@@ -67,7 +70,14 @@ class WavKANConv(KANConvBase):
         return [(x - shift[:, k].view(shape)) * inv[k] for k in range(self.num_wavelets)], inv
 
     def _wavelet(self, z: torch.Tensor, with_slope: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The mother wavelet at ``z`` and, if asked, its derivative."""
+        """The mother wavelet at ``z`` and, if asked, its derivative.
+
+        ``z`` is clamped to ``±_Z_LIMIT``, where the envelope ``exp(-z^2 / 2)`` is already 0 in the dtype, so the
+        values are those of the formulas wherever these are finite, while ``z^2`` and ``z^3`` cannot overflow
+        into ``inf * 0 = NaN`` (``|z|`` near 1e19 in float32, 1e3 in float16).
+        """
+        limit = _Z_LIMIT_FLOAT64 if z.dtype == torch.float64 else _Z_LIMIT
+        z = z.clamp(-limit, limit)
         envelope = torch.exp(-0.5 * z.square())
         if self.wavelet == "mexican_hat":
             value = _MEXICAN_HAT * (1 - z.square()) * envelope
