@@ -27,7 +27,7 @@ from torch import nn
 from ..layers import KANConvBase
 from ..layers.partial import PartialKANConv, smaller_kan_conv
 from ._builder import load_saved_weights
-from .kanified import LOCATION_ARGS
+from ._saved import LOCATION_ARGS, SAVED_SOURCES, SOURCE_FIELDS
 
 __all__ = ["PRUNED_ENTRY", "PRUNED_KEYS", "PruningRecord", "apply_pruning", "pruned_layer"]
 
@@ -36,8 +36,6 @@ PRUNED_ENTRY = "kanzoo_pruned"
 PRUNED_KEYS = ("pruned_from", "pruned_layers")
 _LAYER_KEYS = ("kan_channels", "linear_activation")
 _LINEAR_ACTIVATIONS = ("identity",)
-_SAVED_SOURCES = ("hf-hub", "local-dir")
-_SOURCE_FIELDS = ("url", "file", "hf_hub_id", "hf_hub_filename", "source", "state_dict")
 
 
 @dataclasses.dataclass
@@ -113,9 +111,9 @@ def _entry(pretrained: bool = False, *, pruned_from: str | None = None, pruned_l
     model = timm.create_model(pruned_from, pretrained=False, **kwargs)
     apply_pruning(model, pruned_layers)
     saved = dict(pretrained_cfg) if isinstance(pretrained_cfg, Mapping) \
-        and pretrained_cfg.get("source") in _SAVED_SOURCES else None
+        and pretrained_cfg.get("source") in SAVED_SOURCES else None
     if saved is not None:
-        base = {k: v for k, v in model.pretrained_cfg.items() if k not in _SOURCE_FIELDS}
+        base = {k: v for k, v in model.pretrained_cfg.items() if k not in SOURCE_FIELDS}
         model.pretrained_cfg = model.default_cfg = {**base, **saved,
                                                     "architecture": model.pretrained_cfg["architecture"]}
         if pretrained:
