@@ -157,6 +157,14 @@ def test_finetune_with_kan_l1_logs_the_regularisation(data, tmp_path, capsys):
     l1 = [float(row["train_kan_l1"]) for row in rows]
     assert all(value > 0 for value in l1) and l1[1] < l1[0]  # the basis weights shrink
     assert float(rows[0]["train_kan_entropy"]) > 0
+    common = dict(batch_size=8, img_size=32, pretrained=False, workers=0, progress=False,
+                  model_kwargs={"width": 0.125}, resume=True)
+    with pytest.raises(TaskError, match="used kan_l1=0.01 but this command asks for 0.02"):
+        finetune("reskanet_18", data, out, epochs=3, kan_l1=0.02, kan_entropy=0.1, **common)
+    finetune("reskanet_18", data, out, epochs=3, kan_l1=0.01, kan_entropy=0.1, **common)
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"] and float(rows[2]["train_kan_l1"]) < l1[1]
     tiny = ["--model", "reskanet_18", "--model-arg", "width=0.125"]
     for args, message in ((tiny + ["--kan-entropy", "1"], "give --kan-l1 too"),
                           (tiny + ["--kan-l1", "-1"], "--kan-l1 must be"),
