@@ -34,8 +34,7 @@ def add_options(parser: argparse.ArgumentParser, classification: bool) -> None:
                        help="a timm optimizer (timm.optim.list_optimizers(): adamw, sgd, lamb, lion...); default: "
                             "AdamW on every trainable parameter")
     group.add_argument("--sched", choices=SCHEDULERS,
-                       help="a timm schedule, stepped per update (plateau: per epoch, on the validation metric); "
-                            "default: cosine decay to 1%% per step")
+                       help="a timm schedule, stepped per update; default: cosine decay to 1%% per step")
     group.add_argument("--warmup-epochs", type=arguments.whole("--warmup-epochs", 0),
                        help="linear warmup epochs (timm's schedule; cosine unless --sched)")
     group.add_argument("--layer-decay", type=arguments.positive("--layer-decay"),

@@ -27,7 +27,7 @@ from .modeling import unwrap
 from .runs import RunFolder
 from .tracking import LOGGERS, check_loggers
 
-SCHEDULERS = ("cosine", "tanh", "step", "constant", "multistep", "plateau", "poly")
+SCHEDULERS = ("cosine", "tanh", "step", "constant", "multistep", "poly")
 CLASSIFICATION_ONLY = ("mixup", "cutmix", "label_smoothing")
 RUNTIME_SWITCHES = ("log", "compile", "channels_last")
 MIN_LR_FACTOR = 0.01
@@ -198,7 +198,7 @@ class Training:
             sched = recipe.sched or "cosine"
             self.scheduler, _ = create_scheduler_v2(
                 self.optimizer, sched=sched, num_epochs=epochs, warmup_epochs=recipe.warmup_epochs,
-                min_lr=lr * MIN_LR_FACTOR, step_on_epochs=sched == "plateau", updates_per_epoch=self.updates_per_epoch)
+                min_lr=lr * MIN_LR_FACTOR, step_on_epochs=False, updates_per_epoch=self.updates_per_epoch)
         self.ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
         self.mixup = (Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
                             label_smoothing=recipe.label_smoothing, num_classes=num_classes)
@@ -261,17 +261,6 @@ class Training:
         if self.ema is not None:
             self.ema.update(unwrap(model), step=self.updates)
 
-    def _stateful_schedule(self) -> bool:
-        """Whether the schedule keeps state besides the update count: kanzoo's cosine and timm's plateau (timm's
-        other schedules follow from the update count, so a run trained further with a larger ``--epochs`` takes
-        the new length)."""
-        return isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler) or self.recipe.sched == "plateau"
-
-    def end_epoch(self, epoch: int, metric: float) -> None:
-        """Advance an epoch-stepped timm schedule (``plateau`` reads the validation ``metric``)."""
-        if not isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler):
-            self.scheduler.step(epoch, metric)
-
     def evaluate_ema(self, evaluate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
         """The EMA model's validation metrics, prefixed ``ema_`` (empty without ``--ema``)."""
         if self.ema is None:
@@ -298,9 +287,10 @@ class Training:
                 "ema": None if self.ema is None else self.ema.module.state_dict()}
 
     def load(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state` saved."""
+        """Restore what :meth:`state` saved; a timm schedule follows from the update count alone, so a run trained
+        further with a larger ``--epochs`` takes the new schedule's length."""
         self.optimizer.load_state_dict(state["optimizer"])
-        if self._stateful_schedule():
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler):
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:

@@ -270,7 +270,6 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, va
             row.update(training.evaluate_ema(lambda averaged: spec.evaluate(averaged, val_loader, info)))
             row["epoch_time_s"] = time.perf_counter() - started
             result.history.append(row)
-            training.end_epoch(epoch, row[spec.metric])
             candidate, score, best_row = training.best_candidate(model, row, spec.metric)
             improved = score > result.best_metric
             if improved:
