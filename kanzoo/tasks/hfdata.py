@@ -197,16 +197,19 @@ class HFClassificationData:
                 HFImageDataset(self.val, self.image_column, self.label_column, val_transform, f"{self.name}:val"))
 
 
-def _class_names(features: Any, column: str, labels: Sequence[int]) -> list[str]:
+def _labels(table: Any, column: str) -> tuple[list[int], list[str]]:
+    """The class indices of ``column`` and the class names (a ClassLabel's, else the indices as names)."""
     import datasets
 
-    feature = features[column]
+    feature = table.features[column]
+    if not isinstance(feature, datasets.ClassLabel) and not (
+            isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
+        raise TaskError(f"column {column!r} holds {feature}, not class indices (a datasets.ClassLabel or integer "
+                        "column); name the label column with --hf-label-column")
+    labels = [int(value) for value in table[column]]
     if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
-    if isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
-        return [str(i) for i in range(max(labels, default=0) + 1)]
-    raise TaskError(f"column {column!r} holds {feature}, not class indices (a datasets.ClassLabel or integer "
-                    "column); name the label column with --hf-label-column")
+        return labels, list(feature.names)
+    return labels, [str(i) for i in range(max(labels, default=0) + 1)]
 
 
 def _check_labels(labels: Sequence[int], count: int, column: str, split: str) -> None:
@@ -235,8 +238,7 @@ def classification_source(data: str | Path, val_split: float | None, seed: int,
     labels_found = [column for column, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
     label = _column(features, hf.label_column, "--hf-label-column", labels_found, "label",
                     lambda column: column.lower() in ("label", "labels"))
-    train_labels = [int(v) for v in train[label]]
-    classes = _class_names(features, label, train_labels)
+    train_labels, classes = _labels(train, label)
     if len(classes) < 2:
         raise TaskError(f"hf:{name} has only one class in column {label!r}; classification needs at least two")
     _check_labels(train_labels, len(classes), label, "train")
