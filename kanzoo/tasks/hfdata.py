@@ -349,6 +349,9 @@ def segmentation_source(data: str | Path, num_classes: int | None, val_split: fl
     train, val = _splits(_load(name, hf.config), name, val_split)
     features = train.features
     images = _image_columns(features)
+    if hf.mask_column is None and len(images) < 2:
+        raise TaskError(f"hf:{name} has {len(images)} image column(s) ({', '.join(images) or 'none'}) but segmentation "
+                        "needs an image and a mask column; name them with --hf-image-column and --hf-mask-column")
     mask = _column(features, hf.mask_column, "--hf-mask-column", [c for c in images if c != hf.image_column], "mask",
                    _is_mask_name)
     image = _column(features, hf.image_column, "--hf-image-column", [c for c in images if c != mask], "image",
