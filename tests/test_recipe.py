@@ -119,11 +119,11 @@ def test_gradient_accumulation_equals_one_batch_of_the_whole_group() -> None:
     inputs, targets = torch.randn(8, 3), torch.randint(0, 2, (8,))
     whole, one_step = _linear_training(1, 1)
     one_step.start_epoch(1)
-    one_step.backward(nn.functional.cross_entropy(whole(inputs), targets), 0, whole)
+    one_step.backward(nn.functional.cross_entropy(whole(inputs), targets), 0)
     split, accumulated = _linear_training(2, 2)
     accumulated.start_epoch(1)
     for index, part in enumerate((slice(0, 4), slice(4, 8))):
-        accumulated.backward(nn.functional.cross_entropy(split(inputs[part]), targets[part]), index, split)
+        accumulated.backward(nn.functional.cross_entropy(split(inputs[part]), targets[part]), index)
     assert accumulated.updates == one_step.updates == 1
     assert torch.allclose(split.weight, whole.weight, atol=1e-6) and not torch.equal(split.weight, nn.Linear(3, 2).weight)
 
@@ -132,7 +132,7 @@ def test_a_partial_last_group_still_updates_and_clipping_bounds_the_step() -> No
     model, training = _linear_training(2, 3)
     training.start_epoch(1)
     for index in range(3):
-        training.backward(model(torch.randn(4, 3)).sum() * 1000, index, model)
+        training.backward(model(torch.randn(4, 3)).sum() * 1000, index)
     assert training.updates == 2
     steps = []
     for clip in (0.01, None):
@@ -140,7 +140,7 @@ def test_a_partial_last_group_still_updates_and_clipping_bounds_the_step() -> No
         clipping.recipe.clip_grad = clip
         start = clipped.weight.detach().clone()
         clipping.start_epoch(1)
-        clipping.backward(clipped(torch.ones(4, 3)).sum() * 1000, 0, clipped)
+        clipping.backward(clipped(torch.ones(4, 3)).sum() * 1000, 0)
         steps.append(float((clipped.weight.detach() - start).norm()))
     assert steps[0] <= 1.9 * 0.1 * 0.01 + 1e-6 < 1 < steps[1]  # timm's sgd: Nesterov momentum 0.9, 1.9 x lr x grad
 
@@ -198,10 +198,10 @@ def test_compile_trains_the_compiled_module_and_saves_the_plain_one(data, tmp_pa
         return real_compile(model, backend="eager")
 
     monkeypatch.setattr(torch, "compile", eager_compile)
-    result = finetune("vggkan_11", data, tmp_path / "run", recipe=Recipe(compile=True), **TINY)
+    result = finetune("vggkan_11", data, tmp_path / "run", recipe=Recipe(compile=True, ema=True), **TINY)
     assert len(compiled) == 1
-    state = torch.load(result.out / "last.pt", weights_only=True)["model"]
-    assert not [key for key in state if "_orig_mod" in key]
+    state = torch.load(result.out / "last.pt", weights_only=True)
+    assert set(state["model"]) == set(state["ema"]) and not [key for key in state["model"] if "_orig_mod" in key]
     kanzoo.create_model(f"local-dir:{result.best_dir}")
 
 

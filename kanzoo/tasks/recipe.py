@@ -141,7 +141,8 @@ def resolve_recipe(recipe: Recipe | None, run: RunFolder, task: str) -> Recipe:
     for item in fields(Recipe):
         given, before = getattr(recipe, item.name), recorded.get(item.name, _DEFAULTS[item.name])
         if given is not None and recorded and item.name not in RUNTIME_SWITCHES and not _same(given, before):
-            raise TaskError(f"cannot resume: the run in {run.path} used {option_name(item.name)} {before} but this "
+            used = "the default" if before is None else before
+            raise TaskError(f"cannot resume: the run in {run.path} used {option_name(item.name)} {used} but this "
                             f"command asks for {given}; drop the option (the run's value is kept) or pass "
                             "--overwrite to start over")
         values[item.name] = before if given is None else given
@@ -181,6 +182,7 @@ class Training:
                  weight_decay: float, epochs: int, batches_per_epoch: int, scaler: torch.amp.GradScaler,
                  num_classes: int, classification: bool) -> None:
         self.recipe = recipe
+        self.model = model
         self.scaler = scaler
         self.batches_per_epoch = max(batches_per_epoch, 1)
         self.updates_per_epoch = math.ceil(self.batches_per_epoch / recipe.grad_accum)
@@ -232,16 +234,16 @@ class Training:
         self.optimizer.zero_grad(set_to_none=True)
         self._pending = False
 
-    def backward(self, loss: torch.Tensor, index: int, model: nn.Module) -> None:
+    def backward(self, loss: torch.Tensor, index: int) -> None:
         """Back-propagate the ``index``-th batch's loss, scaled to its share of the accumulation group; then
         :meth:`step` (the update happens when the group is complete)."""
         group_start = index - index % self.recipe.grad_accum
         group_size = min(self.recipe.grad_accum, self.batches_per_epoch - group_start)
         self.scaler.scale(loss / group_size).backward()
         self._pending = True
-        self.step(index, model)
+        self.step(index)
 
-    def step(self, index: int, model: nn.Module) -> None:
+    def step(self, index: int) -> None:
         """After the ``index``-th batch: one update when it ends an accumulation group with gradients pending."""
         ends_group = (index + 1) % self.recipe.grad_accum == 0 or index + 1 >= self.batches_per_epoch
         if not (ends_group and self._pending):
@@ -259,7 +261,7 @@ class Training:
         else:
             self.scheduler.step_update(num_updates=self.updates)
         if self.ema is not None:
-            self.ema.update(unwrap(model), step=self.updates)
+            self.ema.update(self.model, step=self.updates)
 
     def evaluate_ema(self, evaluate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
         """The EMA model's validation metrics, prefixed ``ema_`` (empty without ``--ema``)."""

@@ -324,13 +324,13 @@ def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampl
         _warn_skipped(batch.skipped, info)
         size = training.usable(0 if batch.inputs is None else len(batch.inputs))
         if distributed.all_min(size, info) == 0:
-            training.step(index, model)
+            training.step(index)
             continue
         inputs, targets = training.prepare(batch.inputs[:size].to(info.device, non_blocking=True),
                                            batch.targets[:size].to(info.device, non_blocking=True))
         with autocast(info, settings.amp):
             loss = spec.loss_fn(model(inputs), targets)
-        training.backward(loss, index, model)
+        training.backward(loss, index)
         loss_sum += float(loss.detach()) * size
         seen += size
         batches.set_postfix(loss=f"{loss_sum / seen:.4f}",
