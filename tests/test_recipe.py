@@ -225,3 +225,14 @@ def test_wandb_runs_offline_inside_the_run_folder(data, tmp_path, monkeypatch) -
     runs = list((out / "wandb").glob("offline-run-*"))
     run_id = torch.load(out / "last.pt", weights_only=True)["tracking"]["run_id"]
     assert len(runs) == 1 and runs[0].name.endswith(run_id) and list(runs[0].glob("*.wandb"))
+
+
+def test_the_tracking_option_passes_through_torchrun() -> None:
+    """torchrun's parser reads ``--log`` as an abbreviation of its ``--log-dir``; ``--log-with`` passes through."""
+    from torch.distributed.run import get_args_parser
+
+    from kanzoo.cli import build_parser
+
+    argv = ["-m", "kanzoo", "finetune", "--model", "m", "--data", "d", "--out", "o", "--log-with", "tensorboard,wandb"]
+    script_args = get_args_parser().parse_args(["--nproc-per-node", "2", *argv]).training_script_args
+    assert build_parser().parse_args(script_args).log == [["tensorboard", "wandb"]]

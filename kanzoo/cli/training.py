@@ -59,9 +59,10 @@ def add_options(parser: argparse.ArgumentParser, classification: bool) -> None:
                        help="train in the channels-last memory layout")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="train through torch.compile (the saved weights are the plain module's)")
-    group.add_argument("--log", action="append", type=_log_names, metavar="TRACKER",
+    group.add_argument("--log", "--log-with", dest="log", action="append", type=_log_names, metavar="TRACKER",
                        help="track the run with tensorboard and/or wandb (offline unless WANDB_MODE is set); "
-                            "repeatable or comma-separated; none turns a resumed run's trackers off")
+                            "repeatable or comma-separated; none turns a resumed run's trackers off; under torchrun "
+                            "write --log-with (torchrun reads --log as an abbreviation of its --log-dir)")
     data = parser.add_argument_group("Hugging Face data (--data hf:NAME_OR_PATH)")
     data.add_argument("--hf-config", type=arguments.non_empty("--hf-config"), help="the Hub data set's configuration")
     data.add_argument("--hf-image-column", type=arguments.non_empty("--hf-image-column"),
