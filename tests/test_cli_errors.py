@@ -87,6 +87,37 @@ CASES: list[tuple[str, int, str]] = [
     (f"finetune {TRAIN} --kan-entropy 1", 2, "give --kan-l1 too"),
     (f"{SEGMENT} --kan-l1 -1", 2, "--kan-l1"),
     (f"{SEGMENT} --kan-entropy 0.5", 2, "give --kan-l1 too"),
+    # the recipe, tracking and Hugging Face data options of finetune
+    (f"finetune {TRAIN} --opt ''", 2, "--opt must not be empty"),
+    (f"finetune {TRAIN} --opt nope", 2, "--opt 'nope' is not one of timm's optimizers"),
+    (f"finetune {TRAIN} --sched nope", 2, "--sched: invalid choice: 'nope'"),
+    *_numbers(f"finetune {TRAIN}", "--warmup-epochs", ("-1", "x", "")),
+    *_numbers(f"finetune {TRAIN}", "--grad-accum"),
+    *_numbers(f"finetune {TRAIN}", "--clip-grad", ("0", "-1", "nan", "x", "")),
+    *_numbers(f"finetune {TRAIN}", "--layer-decay", ("0", "-1", "x", "")),
+    (f"finetune {TRAIN} --layer-decay 1.5", 2, "--layer-decay must be at most 1"),
+    *_numbers(f"finetune {TRAIN}", "--ema-decay", ("0", "1", "x", "")),
+    (f"finetune {TRAIN} --ema-decay 0.9", 2, "--ema-decay sets the decay of --ema's averaged model; add --ema"),
+    (f"finetune {TRAIN} --no-ema --ema-decay 0.9", 2, "add --ema"),
+    *_numbers(f"finetune {TRAIN}", "--mixup", ("-1", "nan", "x", "")),
+    *_numbers(f"finetune {TRAIN}", "--cutmix", ("-1", "inf", "x", "")),
+    *_numbers(f"finetune {TRAIN}", "--label-smoothing", ("-1", "x", "")),
+    (f"finetune {TRAIN} --label-smoothing 1", 2, "--label-smoothing must be below 1"),
+    (f"finetune {TRAIN} --log bogus", 2, "--log/--log-with: expects tensorboard, wandb or none"),
+    (f"finetune {TRAIN} --log ''", 2, "--log/--log-with: expects"),
+    (f"finetune {TRAIN} --log-with tensorboard,bogus", 2, "--log/--log-with: expects"),
+    (f"finetune {TRAIN} --ema --grad-accum 2 --log tensorboard --resume", 2, "nothing to resume"),
+    (f"finetune {TRAIN} --hf-config ''", 2, "--hf-config must not be empty"),
+    (f"finetune {TRAIN} --hf-config x", 2, "--hf-config only apply to Hugging Face data"),
+    (f"finetune {TRAIN} --hf-label-column label", 2, "--hf-label-column only apply to Hugging Face data"),
+    (f"finetune {TRAIN} --data hf:", 2, "--data hf: needs a data set"),
+    (f"finetune {TRAIN} --data hf:{{tmp}}/missing", 2, "no such folder"),
+    (f"finetune {TRAIN} --data hf:{{data}}", 2, "is not a folder written by Dataset.save_to_disk"),
+    (f"finetune {TRAIN} --data hf:{{hf}}", 2, "single split; pass --val-split 0.2"),
+    (f"finetune {TRAIN} --data hf:{{hf}} --val-split 0.5 --hf-label-column nope", 2, "has no column 'nope'"),
+    (f"finetune {TRAIN} --data hf:{{hf}} --val-split 0.5 --hf-image-column label", 2, "not images"),
+    (f"finetune {TRAIN} --data hf:{{hf}} --hf-config x", 2, "--hf-config selects a configuration"),
+    (f"finetune {TRAIN} --hf-mask-column x", 2, "unrecognized arguments: --hf-mask-column x"),
     # segment
     *_numbers(SEGMENT, "--num-classes"),
     *_numbers(SEGMENT, "--overlays", ("-1", "x", "")),
@@ -99,6 +130,14 @@ CASES: list[tuple[str, int, str]] = [
     *_numbers(SEGMENT, "--img-size", ("0", "x")),
     (f"{SEGMENT} --img-size 40", 2, "not a multiple of the model's output stride 32"),
     (f"{SEGMENT} --device garbage", 2, "--device 'garbage' is not a device"),
+    (f"{SEGMENT} --mixup 0.2", 2, "unrecognized arguments: --mixup 0.2"),
+    (f"{SEGMENT} --hf-label-column x", 2, "unrecognized arguments: --hf-label-column x"),
+    (f"{SEGMENT} --layer-decay 0.5", 2, "--layer-decay needs a model that groups its layers"),
+    *_numbers(SEGMENT, "--grad-accum"),
+    (f"{SEGMENT} --sched nope", 2, "--sched: invalid choice"),
+    (f"{SEGMENT} --hf-mask-column x", 2, "--hf-mask-column only apply to Hugging Face data"),
+    (f"{SEGMENT} --data hf:{{hf}} --val-split 0.5", 2, "needs an image and a mask column"),
+    (f"{SEGMENT} --data hf:{{hf}} --val-split 0.5 --hf-mask-column image", 2, "cannot tell the image column"),
     # eval
     ("eval --data {data}", 2, "required: model"),
     ("eval {model}", 2, "required: --data"),
@@ -199,8 +238,19 @@ def inputs(tmp_path_factory) -> dict[str, str]:
         (base / name).mkdir()
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(base / name / "x.png")
     (base / "file").write_text("not a folder")
-    return dict(data=str(data), seg=str(seg), model=str(model), segmodel=str(segmodel),
+    hf = _hf_dataset(base / "hf")
+    return dict(data=str(data), seg=str(seg), model=str(model), segmodel=str(segmodel), hf=str(hf),
                 image=str(base / "image" / "x.png"), other=str(base / "other" / "x.png"), file=str(base / "file"))
+
+
+def _hf_dataset(folder: Path) -> Path:
+    """A single-split Hugging Face data set (an image and a ClassLabel column), written by save_to_disk."""
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    rows = {"image": [Image.new("RGB", (16, 16), (i * 60, 0, 0)) for i in range(4)], "label": [0, 1, 0, 1]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(folder))
+    return folder
 
 
 def _tree(*roots: Path) -> dict[str, int]:

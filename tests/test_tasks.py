@@ -175,11 +175,12 @@ def _torchrun_two_processes(*kanzoo_args: str) -> subprocess.CompletedProcess:
 def test_two_process_ddp_run_completes_and_writes_once(cls_data, tmp_path):
     out = tmp_path / "ddp"
     done = _torchrun_two_processes("finetune", "--model", "reskanet_18", "--data", str(cls_data), "--out", str(out),
-                                   "--batch-size", "4")
+                                   "--batch-size", "4", "--log-with", "tensorboard")
     assert done.stdout.count("best val_top1") == 1
     rows = _metrics(out)
     assert len(rows) == 1 and int(rows[0]["skipped_images"]) == 2
-    assert sorted(p.name for p in out.iterdir()) == ["best", "curves.png", "last.pt", "metrics.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "curves.png", "last.pt", "metrics.csv", "tensorboard"]
+    assert len(list((out / "tensorboard").iterdir())) == 1  # only rank 0 tracks
 
 
 def test_two_process_ddp_segmentation_completes_and_writes_once(tmp_path):

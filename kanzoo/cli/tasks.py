@@ -13,7 +13,7 @@ from kanzoo import runtime
 from kanzoo.tasks import TaskError, evaluate, export_model, finetune, predict, quickstart, segment
 from kanzoo.tasks.export import FORMATS
 
-from . import arguments
+from . import arguments, training
 
 _MODEL_HELP = ("registered name[.tag] (kanzoo list), kanify:<timm name>[.tag] (a timm CNN with KAN convs), a timm "
                "name (the CNN itself), hf-hub:org/repo, or a folder written by finetune/segment")
@@ -54,7 +54,7 @@ def _model_args(pairs: list[str] | None) -> dict[str, Any]:
 def _training_options(parser: argparse.ArgumentParser, epochs: int, batch_size: int, weight_decay: float) -> None:
     parser.add_argument("--model", required=True, type=arguments.model_source(), help=_MODEL_HELP)
     parser.add_argument("--data", required=True, type=arguments.non_empty("--data"),
-                        help="data folder (layouts in docs/training.md)")
+                        help="data folder (layouts in docs/training.md) or hf:NAME_OR_PATH (a Hugging Face data set)")
     parser.add_argument("--out", required=True, type=arguments.non_empty("--out"), help="output folder of the run")
     parser.add_argument("--epochs", type=arguments.whole("--epochs", 1), default=epochs,
                         help=f"epochs to train in total (default {epochs})")
@@ -97,7 +97,8 @@ def _common_training(args: argparse.Namespace) -> dict[str, Any]:
                 img_size=args.img_size, pretrained=args.pretrained, amp=args.amp, workers=args.workers,
                 seed=args.seed, resume=args.resume, overwrite=args.overwrite, val_split=args.val_split,
                 push_to_hub=args.push_to_hub, device=args.device, progress=args.progress,
-                model_kwargs=_model_args(args.model_arg), kan_l1=args.kan_l1, kan_entropy=args.kan_entropy)
+                model_kwargs=_model_args(args.model_arg), kan_l1=args.kan_l1, kan_entropy=args.kan_entropy,
+                **training.task_kwargs(args))
 
 
 @_guarded
@@ -176,6 +177,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                               "(hub-ready) and last.pt (resumable) to --out. Under torchrun: DDP.")
     _training_options(p, epochs=10, batch_size=32, weight_decay=0.05)
     p.add_argument("--freeze-backbone", action="store_true", help="train only the classifier head")
+    training.add_options(p, classification=True)
     p.set_defaults(func=_finetune)
 
     p = subparsers.add_parser("segment", help="train a segmentation model on images/ + masks/ folders",
@@ -191,6 +193,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained-encoder", action=argparse.BooleanOptionalAction, default=None,
                    help="start the classification encoder of a UKANet from its pretrained weights (default: when "
                         "the registry has weights for it that fit the model arguments)")
+    training.add_options(p, classification=False)
     p.set_defaults(func=_segment)
 
     p = subparsers.add_parser("eval", help="top-1/top-5 of a classifier or mIoU of a segmentation model",

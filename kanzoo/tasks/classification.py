@@ -12,10 +12,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checks, distributed
-from .data import ImageDataset, discover_classification, discover_eval_images
+from .data import ImageDataset, discover_eval_images
 from .errors import TaskError
+from .hfdata import HFOptions, classification_source
 from .metrics import topk_correct
 from .modeling import create_task_model, is_segmentation, label_names, save_task_model, set_task_cfg
+from .recipe import Recipe, check_model, classification_loss, resolve_recipe
 from .runs import RunFolder
 from .train import (FitResult, TaskSpec, TrainSettings, accumulate, check_run_arguments, eval_loader, fit,
                     kan_regularizer, model_args_info, report_best, seed_everything, with_regularization)
@@ -68,19 +70,24 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
              freeze_backbone: bool = False, amp: bool = False, workers: int | None = None, seed: int = 0,
              resume: bool = False, overwrite: bool = False, val_split: float | None = None,
              push_to_hub: str | None = None, device: str | None = None, progress: bool | None = None,
-             model_kwargs: dict[str, Any] | None = None, kan_l1: float = 0.0, kan_entropy: float = 0.0) -> FitResult:
-    """Fine-tune ``model`` (``name[.tag]``, ``hf-hub:`` id or hub-ready folder) on an ImageFolder tree.
+             model_kwargs: dict[str, Any] | None = None, kan_l1: float = 0.0, kan_entropy: float = 0.0,
+             recipe: Recipe | None = None,
+             hf: HFOptions | None = None) -> FitResult:
+    """Fine-tune ``model`` (``name[.tag]``, ``hf-hub:`` id or hub-ready folder) on an ImageFolder tree or a Hugging
+    Face data set (``hf:NAME_OR_PATH``, read as ``hf`` says), with the switches of ``recipe``.
 
     Writes ``out/metrics.csv``, ``out/curves.png``, the best model as a hub-ready folder ``out/best`` and the
     resumable ``out/last.pt``. Under ``torchrun`` every process trains a shard (DDP); only rank 0 writes.
     ``kan_l1`` (with ``kan_entropy``) adds the KAN paper's sparsity regularisation of the basis weights
     (:class:`kanzoo.inspect.KANRegularizer`), logged as ``train_kan_l1`` and ``train_kan_entropy``.
     """
-    settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress)
+    settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress,
+                             recipe or Recipe())
     settings.check()
     check_run_arguments(data, out, img_size, val_split, push_to_hub)
     run = RunFolder(out, resume=resume, overwrite=overwrite)
-    found = discover_classification(data, val_split, seed)
+    settings.recipe = resolve_recipe(settings.recipe, run, "finetune")
+    found = classification_source(data, val_split, seed, hf)
     info = distributed.setup(device)
     try:
         seed_everything(seed)
@@ -89,6 +96,7 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
         if is_segmentation(net):
             raise TaskError(f"{model} is a segmentation model; use `kanzoo segment` for it")
         regularizer = kan_regularizer(net, kan_l1, kan_entropy)
+        check_model(settings.recipe, net)
         cfg = data_config(net, img_size)
         train_tf, val_tf = transforms(cfg)
         if freeze_backbone:
@@ -99,7 +107,7 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
             tqdm.write(f"{model}: {len(found.classes)} classes, {len(found.train)} training and {len(found.val)} "
                        f"validation images, input {cfg['input_size']}, {info.world} process(es) on {info.device}")
         distributed.barrier(info)
-        dataset_name = Path(data).resolve().name
+        dataset_name = found.name
 
         def evaluate(net_: nn.Module, loader, info_) -> dict[str, float]:
             sums, skipped = accumulate(net_, loader, info_, settings.amp, _classifier_step,
@@ -111,15 +119,14 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
                             dataset=dataset_name)
 
         spec = TaskSpec(
-            name="finetune", loss_fn=nn.CrossEntropyLoss(), evaluate=evaluate, metric="val_top1",
+            name="finetune", loss_fn=classification_loss(settings.recipe), evaluate=evaluate, metric="val_top1",
             columns=with_regularization(CLASSIFICATION_COLUMNS, regularizer), score_columns=("val_top1", "val_top5"),
             run_info={"model": model, "classes": found.classes, "input_size": list(cfg["input_size"]),
                       "model_args": model_args_info(model_kwargs), "freeze_backbone": freeze_backbone,
                       "kan_l1": kan_l1, "kan_entropy": kan_entropy},
             save_best=save_best, regularizer=regularizer,
         )
-        result = fit(net, net.parameters(), ImageDataset(found.train, train_tf), ImageDataset(found.val, val_tf),
-                     spec, run, settings, info)
+        result = fit(net, net.parameters(), *found.datasets(train_tf, val_tf), spec, run, settings, info)
         if info.is_main:
             report_best(result, spec.metric, push_to_hub, dataset_name)
         return result

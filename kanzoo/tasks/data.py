@@ -23,7 +23,7 @@ from .errors import TaskError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _T = TypeVar("_T")
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _LAYOUT_HELP = ("expected DIR/train/<class>/<image> and DIR/val/<class>/<image>, or DIR/<class>/<image> "
                 "with --val-split FRACTION")
 _SEG_LAYOUT_HELP = ("expected DIR/images/ and DIR/masks/ (same file stems) with --val-split FRACTION, or "
@@ -93,11 +93,18 @@ def _require_folder(path: Path, what: str) -> None:
 
 @dataclass
 class ClassificationData:
-    """Samples ``(path, class_index)`` of the train and validation splits, and the class names."""
+    """Samples ``(path, class_index)`` of the train and validation splits, the class names and the data set's
+    name (recorded with the best model)."""
 
     classes: list[str]
     train: list[tuple[str, int]] = field(default_factory=list)
     val: list[tuple[str, int]] = field(default_factory=list)
+    name: str = ""
+
+    def datasets(self, train_transform: Callable[[Image.Image], torch.Tensor],
+                 val_transform: Callable[[Image.Image], torch.Tensor]) -> tuple[Dataset, Dataset]:
+        """The training and validation data sets, with their transforms."""
+        return ImageDataset(self.train, train_transform), ImageDataset(self.val, val_transform)
 
 
 def _class_folders(root: Path) -> dict[str, list[Path]]:
@@ -117,7 +124,7 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _split(items: list[_T], fraction: float, rng: random.Random) -> tuple[list[_T], list[_T]]:
+def hold_out(items: list[_T], fraction: float, rng: random.Random) -> tuple[list[_T], list[_T]]:
     """Shuffle ``items`` and hold out ``fraction`` of them (at least one on each side when there are two or more)."""
     shuffled = list(items)
     rng.shuffle(shuffled)
@@ -163,12 +170,12 @@ def discover_classification(root: str | Path, val_split: float | None = None, se
         raise TaskError(f"{root / 'val'} has classes that {root / 'train'} lacks: {', '.join(unknown)}; "
                         "every validation class needs training images")
     classes = sorted(train)
-    data = ClassificationData(classes)
+    data = ClassificationData(classes, name=root.resolve().name)
     rng = random.Random(seed)
     for index, name in enumerate(classes):
         train_images = train[name]
         if not val and val_split is not None:
-            train_images, held_out = _split(train_images, val_split, rng)
+            train_images, held_out = hold_out(train_images, val_split, rng)
             data.val += [(str(p), index) for p in held_out]
         data.train += [(str(p), index) for p in train_images]
         data.val += [(str(p), index) for p in val.get(name, [])]
@@ -207,7 +214,7 @@ class ImageDataset(Dataset):
         path, label = self.samples[index]
         try:
             image = load_rgb(path)
-        except _DECODE_ERRORS as err:
+        except DECODE_ERRORS as err:
             return Skipped(path, f"{type(err).__name__}: {err}")
         return self.transform(image), label
 
@@ -223,6 +230,12 @@ class SegmentationData:
     val: list[tuple[str, str]] = field(default_factory=list)
     binary_255: bool = False
     skipped: list[Skipped] = field(default_factory=list)
+    name: str = ""
+
+    def datasets(self, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> tuple[Dataset, Dataset]:
+        """The training (flipped) and validation data sets at ``size``, normalised by ``mean`` and ``std``."""
+        return (SegmentationDataset(self.train, size, mean, std, True, self.binary_255),
+                SegmentationDataset(self.val, size, mean, std, False, self.binary_255))
 
 
 def _unique_stems(files: list[Path], what: str) -> dict[str, Path]:
@@ -261,10 +274,15 @@ def read_mask(path: str | Path) -> np.ndarray:
     """A class-index mask as an integer array (H, W); errors for colour masks. A 16-bit mask holding only 0 and
     65535 is read as 0 and 255 (a binary mask, like an 8-bit 0/255 one)."""
     with Image.open(path) as mask:
-        if mask.mode not in ("L", "P", "I", "1") and not mask.mode.startswith("I;16"):
-            raise TaskError(f"mask {path} has mode {mask.mode} ({len(mask.getbands())} channels); masks must be "
-                            "single-channel images whose pixel values are class indices (PNG mode L or P)")
-        array = np.asarray(mask, dtype=np.int64)
+        return mask_array(mask, str(path))
+
+
+def mask_array(mask: Image.Image, name: str) -> np.ndarray:
+    """The class indices of a mask image (see :func:`read_mask`); ``name`` says which mask in errors."""
+    if mask.mode not in ("L", "P", "I", "1") and not mask.mode.startswith("I;16"):
+        raise TaskError(f"mask {name} has mode {mask.mode} ({len(mask.getbands())} channels); masks must be "
+                        "single-channel images whose pixel values are class indices (PNG mode L or P)")
+    array = np.asarray(mask, dtype=np.int64)
     if mask.mode != "L" and array.size and set(np.unique(array).tolist()) <= {0, 65535}:
         array = array // 257
     return array
@@ -280,7 +298,7 @@ def _scan_masks(pairs: list[tuple[str, str]], skipped: list[Skipped]) -> tuple[l
             mask = read_mask(mask_path)
         except TaskError:
             raise
-        except _DECODE_ERRORS as err:
+        except DECODE_ERRORS as err:
             skipped.append(Skipped(image_path, f"{type(err).__name__}: {err}"))
             continue
         if (mask.shape[1], mask.shape[0]) != image_size:
@@ -294,7 +312,7 @@ def _scan_masks(pairs: list[tuple[str, str]], skipped: list[Skipped]) -> tuple[l
     return kept, values
 
 
-def _class_count(values: dict[str, set[int]], num_classes: int | None) -> tuple[int, bool]:
+def class_count(values: dict[str, set[int]], num_classes: int | None) -> tuple[int, bool]:
     """The number of classes the masks need (or check ``num_classes``), and whether masks are 0/255 binary."""
     union = set().union(*values.values())
     if union <= {0, 255} and 255 in union:
@@ -328,12 +346,12 @@ def discover_segmentation(root: str | Path, num_classes: int | None = None, val_
     val, val_values = _scan_masks(val or [], skipped)
     values.update(val_values)
     if not val and val_split is not None:
-        train, val = _split(train, val_split, random.Random(seed))
+        train, val = hold_out(train, val_split, random.Random(seed))
     if not train or not val:
         raise TaskError(f"{root} needs readable image/mask pairs for both training and validation "
                         f"(found {len(train)} and {len(val)}); add images or change --val-split")
-    num_classes, binary_255 = _class_count(values, num_classes)
-    return SegmentationData(num_classes, train, val, binary_255, skipped)
+    num_classes, binary_255 = class_count(values, num_classes)
+    return SegmentationData(num_classes, train, val, binary_255, skipped, root.resolve().name)
 
 
 class SegmentationDataset(Dataset):
@@ -357,13 +375,20 @@ class SegmentationDataset(Dataset):
         array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (array - self.mean) / self.std
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, np.ndarray] | Skipped:
+    def read_pair(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        """The ``index``-th image (RGB) and mask (class indices as read); raises when a file cannot be decoded."""
         image_path, mask_path = self.pairs[index]
+        return load_rgb(image_path), read_mask(mask_path)
+
+    def sample_name(self, index: int) -> str:
+        """The ``index``-th sample's name: its image's path."""
+        return str(self.pairs[index][0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, np.ndarray] | Skipped:
         try:
-            image = load_rgb(image_path)
-            mask = read_mask(mask_path)
-        except _DECODE_ERRORS as err:
-            return Skipped(image_path, f"{type(err).__name__}: {err}")
+            image, mask = self.read_pair(index)
+        except DECODE_ERRORS as err:
+            return Skipped(self.sample_name(index), f"{type(err).__name__}: {err}")
         if self.binary_255:
             mask = (mask == 255).astype(np.int64)
         mask_image = Image.fromarray(mask.astype(np.int32), mode="I")
@@ -395,5 +420,5 @@ def discover_eval_pairs(root: str | Path, num_classes: int) -> SegmentationData:
     pairs, values = _scan_masks(_pairs(folder), skipped)
     if not pairs:
         raise TaskError(f"no readable image/mask pairs in {folder}")
-    num_classes, binary_255 = _class_count(values, num_classes)
+    num_classes, binary_255 = class_count(values, num_classes)
     return SegmentationData(num_classes, [], pairs, binary_255, skipped)

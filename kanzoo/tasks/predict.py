@@ -13,7 +13,7 @@ from timm.data import resolve_data_config
 from torch import nn
 
 from .classification import data_config, transforms
-from .data import _DECODE_ERRORS, SegmentationDataset, load_rgb
+from .data import DECODE_ERRORS, SegmentationDataset, load_rgb
 from . import checks
 from .errors import TaskError
 from .modeling import (check_model_name, create_task_model, has_pretrained, is_folder_source, is_segmentation,
@@ -70,7 +70,7 @@ def predict(model: str | nn.Module, images: Sequence[str | Path], *, top_k: int 
     for path in images:
         try:
             image = load_rgb(path)
-        except _DECODE_ERRORS as err:
+        except DECODE_ERRORS as err:
             results.append(Prediction(str(path), error=f"unreadable image ({type(err).__name__}: {err})"))
             continue
         results.append(predict_one(str(path), image))

@@ -32,7 +32,8 @@ METRICS = "metrics.csv"
 CURVES = "curves.png"
 BEST = "best"
 OVERLAYS = "overlays"
-RUN_OUTPUTS = (CHECKPOINT, METRICS, CURVES, BEST, OVERLAYS)
+TRACKING = ("tensorboard", "wandb")
+RUN_OUTPUTS = (CHECKPOINT, METRICS, CURVES, BEST, OVERLAYS, *TRACKING)
 _RETIRED = re.compile(r"^\.replaced-[0-9a-f]{8}$")
 
 

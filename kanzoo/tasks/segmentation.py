@@ -17,10 +17,12 @@ from tqdm.auto import tqdm
 from kanzoo.models import KANSegmentationModel
 
 from . import checks, distributed
-from .data import SegmentationData, SegmentationDataset, discover_eval_pairs, discover_segmentation, load_rgb
+from .data import SegmentationData, SegmentationDataset, discover_eval_pairs
 from .errors import TaskError
+from .hfdata import HFOptions, HFSegmentationData, segmentation_source
 from .metrics import DiceCELoss, confusion_matrix, iou_dice
 from .modeling import create_task_model, is_segmentation, is_timm_name, label_names, save_task_model, set_task_cfg
+from .recipe import Recipe, check_model, resolve_recipe
 from .runs import OVERLAYS, RunFolder, atomic_write
 from .train import (FitResult, TaskSpec, TrainSettings, accumulate, check_run_arguments, eval_loader, fit,
                     kan_regularizer, model_args_info, report_best, seed_everything, with_regularization)
@@ -117,15 +119,15 @@ def _write_overlays(model: nn.Module, dataset: SegmentationDataset, count: int, 
         sample = dataset[index]
         if not isinstance(sample, tuple):
             continue
-        image_path = dataset.pairs[index][0]
         tensor, truth = sample
         predicted = predict_mask(model, tensor, device)
-        image = load_rgb(image_path).resize((truth.shape[1], truth.shape[0]), Image.BILINEAR)
+        image = dataset.read_pair(index)[0].resize((truth.shape[1], truth.shape[0]), Image.BILINEAR)
         panels = [image, overlay(image, truth, num_classes), overlay(image, predicted, num_classes)]
         sheet = Image.new("RGB", (3 * truth.shape[1], truth.shape[0]))
         for i, panel in enumerate(panels):
             sheet.paste(panel, (i * truth.shape[1], 0))
-        atomic_write(folder / f"{Path(image_path).stem}.png", lambda tmp: sheet.save(tmp, format="PNG"))
+        name = Path(dataset.sample_name(index)).stem
+        atomic_write(folder / f"{name}.png", lambda tmp: sheet.save(tmp, format="PNG"))
 
 
 def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, batch_size: int = 8,
@@ -135,8 +137,12 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
             workers: int | None = None, seed: int = 0, resume: bool = False, overwrite: bool = False,
             val_split: float | None = None, push_to_hub: str | None = None, overlays: int = 4,
             device: str | None = None, progress: bool | None = None,
-            model_kwargs: dict[str, Any] | None = None, kan_l1: float = 0.0, kan_entropy: float = 0.0) -> FitResult:
-    """Train a segmentation model on ``images/`` + ``masks/`` folders with Dice + cross-entropy loss.
+            model_kwargs: dict[str, Any] | None = None, kan_l1: float = 0.0, kan_entropy: float = 0.0,
+            recipe: Recipe | None = None,
+            hf: HFOptions | None = None) -> FitResult:
+    """Train a segmentation model on ``images/`` + ``masks/`` folders or a Hugging Face data set (``hf:NAME_OR_PATH``,
+    read as ``hf`` says) with Dice + cross-entropy loss and the switches of ``recipe`` (not the
+    classification-only ``mixup``, ``cutmix``, ``label_smoothing``).
 
     Writes ``metrics.csv`` (``val_miou``, ``val_dice``, per-class IoU and Dice), ``curves.png``, overlay
     PNGs of a few validation images in ``overlays/`` (image | truth | prediction), the best model as a
@@ -148,7 +154,8 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
     if is_timm_name(model):
         raise TaskError(f"{model} is a classifier; use `kanzoo finetune` for it, or a U-Net on it here: --model "
                         f"ukanet --model-arg encoder={model if model.startswith('kanify:') else 'kanify:' + model}")
-    settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress)
+    settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress,
+                             recipe or Recipe())
     settings.check()
     check_run_arguments(data, out, img_size, val_split, push_to_hub)
     if num_classes is not None:
@@ -158,7 +165,8 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
                                     or len(set(class_names)) != len(class_names)):
         raise TaskError(f"--class-names must be distinct, non-empty names, one per class, got {list(class_names)}")
     run = RunFolder(out, resume=resume, overwrite=overwrite)
-    found = discover_segmentation(data, num_classes, val_split, seed)
+    settings.recipe = resolve_recipe(settings.recipe, run, "segment")
+    found = segmentation_source(data, num_classes, val_split, seed, hf)
     names = _class_names(class_names, found)
     info = distributed.setup(device)
     try:
@@ -170,6 +178,7 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
             raise TaskError(f"{model} is a classifier; use `kanzoo finetune` for it, or a segmentation model "
                             "such as ukanet_18 or u2kanet_small here")
         regularizer = kan_regularizer(net, kan_l1, kan_entropy)
+        check_model(settings.recipe, net)
         size = input_size(net, img_size)
         cfg = resolve_data_config(model=net)
         set_task_cfg(net, classes=names, input_size=(3, *size), mean=cfg["mean"], std=cfg["std"])
@@ -180,10 +189,9 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
             tqdm.write(f"{model}: {found.num_classes} classes, {len(found.train)} training and {len(found.val)} "
                        f"validation pairs at {size[0]}x{size[1]}, {info.world} process(es) on {info.device}")
         distributed.barrier(info)
-        train_set = SegmentationDataset(found.train, size, cfg["mean"], cfg["std"], True, found.binary_255)
-        val_set = SegmentationDataset(found.val, size, cfg["mean"], cfg["std"], False, found.binary_255)
+        train_set, val_set = found.datasets(size, cfg["mean"], cfg["std"])
         loss_fn = DiceCELoss()
-        dataset_name = Path(data).resolve().name
+        dataset_name = found.name
 
         def evaluate(net_: nn.Module, loader, info_) -> dict[str, float]:
             sums, skipped = accumulate(net_, loader, info_, settings.amp, _seg_step(found.num_classes, loss_fn),
@@ -217,7 +225,7 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
         distributed.teardown(info)
 
 
-def _class_names(class_names: Sequence[str] | None, found: SegmentationData) -> list[str]:
+def _class_names(class_names: Sequence[str] | None, found: SegmentationData | HFSegmentationData) -> list[str]:
     if class_names is None:
         return ["background", *[f"class{i}" for i in range(1, found.num_classes)]]
     names = list(class_names)

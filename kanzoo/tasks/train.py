@@ -30,11 +30,12 @@ from .data import Batch, ShardSampler, Skipped, collate_skipping
 from .distributed import DistInfo
 from .errors import TaskError, TaskRuntimeError
 from .modeling import create_task_model
+from .recipe import Recipe, Training, ema_columns, with_defaults
 from .runs import RunFolder, rng_state, set_rng_state
+from .tracking import THROUGHPUT, Tracker, new_run_id
 
 CHECKPOINT_FORMAT = "kanzoo-run/2"
 _OLD_FORMATS = ("kanzoo-run/1",)
-MIN_LR_FACTOR = 0.01
 REGULARIZATION_COLUMNS = ("train_kan_l1", "train_kan_entropy")
 
 
@@ -51,9 +52,11 @@ class TrainSettings:
     amp: bool = False
     device: str | None = None
     progress: bool | None = None
+    recipe: Recipe = field(default_factory=Recipe)
 
     def check(self) -> None:
         """Reject settings that cannot work (before anything is read or written)."""
+        self.recipe.check()
         checks.at_least("--epochs", self.epochs, 1)
         checks.at_least("--batch-size", self.batch_size, 1)
         checks.positive("--lr", self.lr)
@@ -203,13 +206,6 @@ def _warn_skipped(skipped: Iterable[Skipped], info: DistInfo) -> None:
             warnings.warn(f"skipped unreadable image {item.path} ({item.reason})", stacklevel=2)
 
 
-def _cosine(total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        progress = min(step / max(total_steps, 1), 1.0)
-        return MIN_LR_FACTOR + (1 - MIN_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
-
-
 def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
     states: list[Any] = [None] * info.world
     if info.enabled:
@@ -241,13 +237,10 @@ def _check_resumable(state: Any, spec: TaskSpec, run: RunFolder) -> None:
                             f"for {value!r}; repeat the original arguments or pass --overwrite to start over")
 
 
-def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: torch.amp.GradScaler, run: RunFolder, info: DistInfo) -> None:
+def _restore(state: dict[str, Any], model: nn.Module, training: Training, run: RunFolder, info: DistInfo) -> None:
     try:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        training.load(state)
         if len(state["rng"]) == info.world:
             set_rng_state(state["rng"][info.rank])
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
@@ -259,23 +252,25 @@ def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
 def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, val_set: Dataset, spec: TaskSpec,
         run: RunFolder, settings: TrainSettings, info: DistInfo) -> FitResult:
     """Train ``model`` on ``train_set``, validating every epoch; writes the run's outputs on the main process."""
-    model.to(info.device)
-    params = [p for p in params if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    recipe = with_defaults(settings.recipe)
+    model.to(info.device, memory_format=torch.channels_last if recipe.channels_last else torch.preserve_format)
     sampler = DistributedSampler(train_set, num_replicas=info.world, rank=info.rank, shuffle=True,
                                  seed=settings.seed)
     train_loader = make_loader(train_set, settings.batch_size, settings.num_workers, sampler, info,
                                drop_last=len(sampler) > settings.batch_size)
     val_loader = eval_loader(val_set, settings, info)
-    steps_per_epoch = max(len(train_loader), 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine(settings.epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler(info.device.type, enabled=settings.amp and info.device.type == "cuda")
+    training = Training(recipe, model, params, lr=settings.lr, weight_decay=settings.weight_decay,
+                        epochs=settings.epochs, batches_per_epoch=len(train_loader), scaler=scaler,
+                        num_classes=getattr(model, "num_classes", 0), classification=spec.name == "finetune")
+    columns = [*spec.columns, *ema_columns(recipe, spec.score_columns)]
     result = FitResult(run.path, run.best_dir)
-    start_epoch = 0
+    start_epoch, run_id = 0, new_run_id()
     if run.resume:
         state = run.load_checkpoint()
         _check_resumable(state, spec, run)
-        _restore(state, model, optimizer, scheduler, scaler, run, info)
+        _restore(state, model, training, run, info)
+        run_id = str(state.get("tracking", {}).get("run_id", run_id))
         start_epoch = state["epoch"]
         result.history = state["history"]
         result.best_metric, result.best_epoch = float(state["best_metric"]), state["best_epoch"]
@@ -287,26 +282,32 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, va
     if info.enabled:
         device_ids = [info.device.index] if info.device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    train_model = training.wrap(train_model)
+    tracker = Tracker(recipe.log if info.is_main else [], run.path, columns,
+                      {**spec.run_info, **_plain_settings(settings), **recipe.record()}, run_id)
     try:
         epochs = tqdm(range(start_epoch + 1, settings.epochs + 1), desc=spec.name, initial=start_epoch,
                       total=settings.epochs, disable=_bar_disabled(settings.progress, info))
         for epoch in epochs:
-            row = _train_epoch(train_model, train_loader, sampler, epoch, optimizer, scheduler, scaler, spec,
-                               settings, info)
+            row = _train_epoch(train_model, train_loader, sampler, epoch, training, spec, settings, info)
             started = row.pop("_started")
             metrics = spec.evaluate(model, val_loader, info)
             row["skipped_images"] += metrics.pop("skipped_images", 0)
             row.update(metrics)
+            row.update(training.evaluate_ema(lambda averaged: spec.evaluate(averaged, val_loader, info)))
             row["epoch_time_s"] = time.perf_counter() - started
             result.history.append(row)
-            improved = row[spec.metric] > result.best_metric
+            candidate, score, best_row = training.best_candidate(model, row, spec.metric)
+            improved = score > result.best_metric
             if improved:
-                result.best_metric, result.best_epoch = row[spec.metric], epoch
+                result.best_metric, result.best_epoch = score, epoch
             rngs = _gather_rng(info)
             if info.is_main:
                 with _interrupt_after():
-                    _write_epoch(model, optimizer, scheduler, scaler, epoch, rngs, result, spec, run, improved, row)
+                    _write_epoch(model, training, epoch, rngs, result, spec, run, candidate if improved else None,
+                                 best_row, columns, run_id)
                     epochs.write(_summary(row, spec))
+                tracker.log(row)
             distributed.barrier(info)
     except KeyboardInterrupt:
         if info.is_main:
@@ -316,6 +317,8 @@ def fit(model: nn.Module, params: Iterable[nn.Parameter], train_set: Dataset, va
             else:
                 tqdm.write("interrupted before the first epoch finished; nothing was saved: run the command again")
         raise
+    finally:
+        tracker.close()
     return result
 
 
@@ -332,25 +335,27 @@ def report_best(result: FitResult, metric: str, push_to_hub: str | None, dataset
     tqdm.write(f"pushed the best model to {push_to_hub}" + (f" ({url})" if url else ""))
 
 
-def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampler, epoch: int,
-                 optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler, spec: TaskSpec,
-                 settings: TrainSettings, info: DistInfo) -> dict[str, Any]:
+def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampler, epoch: int, training: Training,
+                 spec: TaskSpec, settings: TrainSettings, info: DistInfo) -> dict[str, Any]:
     started = time.perf_counter()
     sampler.set_epoch(epoch)
     model.train()
     loss_sum, seen, skipped = 0.0, 0, 0
     terms: dict[str, float] = {}
-    lr = optimizer.param_groups[0]["lr"]
-    batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=_bar_disabled(settings.progress, info))
-    for batch in batches:
+    lr = training.lr()
+    training.start_epoch(epoch)
+    batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch",
+                   disable=_bar_disabled(settings.progress, info))
+    for index, batch in enumerate(batches):
         batch: Batch
         skipped += len(batch.skipped)
         _warn_skipped(batch.skipped, info)
-        size = 0 if batch.inputs is None else len(batch.inputs)
+        size = training.usable(0 if batch.inputs is None else len(batch.inputs))
         if distributed.all_min(size, info) == 0:
+            training.step(index)
             continue
-        inputs = batch.inputs.to(info.device, non_blocking=True)
-        targets = batch.targets.to(info.device, non_blocking=True)
+        inputs, targets = training.prepare(batch.inputs[:size].to(info.device, non_blocking=True),
+                                           batch.targets[:size].to(info.device, non_blocking=True))
         with autocast(info, settings.amp):
             loss = spec.loss_fn(model(inputs), targets)
         objective = loss
@@ -359,14 +364,11 @@ def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampl
             objective = loss + penalty
             for key, value in values.items():
                 terms[key] = terms.get(key, 0.0) + value * size
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(objective).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        training.backward(objective, index)
         loss_sum += float(loss.detach()) * size
         seen += size
-        batches.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        batches.set_postfix(loss=f"{loss_sum / seen:.4f}",
+                            img_s=f"{seen * info.world / (time.perf_counter() - started):.1f}")
     sums = distributed.all_sum(torch.tensor([loss_sum, float(seen), float(skipped)], dtype=torch.double), info)
     if sums[1] == 0:
         raise TaskError("no readable training samples in this epoch; check the training images")
@@ -374,7 +376,8 @@ def _train_epoch(model: nn.Module, loader: DataLoader, sampler: DistributedSampl
     if not math.isfinite(train_loss):
         raise TaskRuntimeError(f"the training loss became {train_loss} in epoch {epoch}; lower --lr (now {settings.lr})"
                         + (" or drop --amp" if settings.amp else ""))
-    row = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "skipped_images": int(sums[2]), "_started": started}
+    row = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "skipped_images": int(sums[2]), "_started": started,
+           THROUGHPUT: float(sums[1]) / (time.perf_counter() - started)}
     if terms:
         keys = sorted(terms)
         totals = distributed.all_sum(torch.tensor([terms[k] for k in keys], dtype=torch.double), info)
@@ -398,28 +401,34 @@ def _interrupt_after() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _write_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
-                 epoch: int, rngs: list[dict[str, Any]], result: FitResult, spec: TaskSpec, run: RunFolder,
-                 improved: bool, row: dict[str, Any]) -> None:
+def _write_epoch(model: nn.Module, training: Training, epoch: int, rngs: list[dict[str, Any]], result: FitResult,
+                 spec: TaskSpec, run: RunFolder, best: nn.Module | None, best_row: dict[str, Any],
+                 columns: Sequence[str], run_id: str) -> None:
     run.begin_epoch_write()
-    if improved:
-        run.replace_dir(run.best_dir.name, lambda folder: spec.save_best(model, folder, row))
+    if best is not None:
+        run.replace_dir(run.best_dir.name, lambda folder: spec.save_best(best, folder, best_row))
     if spec.on_epoch_end is not None:
         spec.on_epoch_end(model, run)
     run.save_checkpoint({
         "format": CHECKPOINT_FORMAT, "task": spec.name, "epoch": epoch, "run_info": spec.run_info,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(), "rng": rngs, "best_metric": result.best_metric,
-        "best_epoch": result.best_epoch, "history": result.history,
+        "model": model.state_dict(), **training.state(), "rng": rngs, "best_metric": result.best_metric,
+        "best_epoch": result.best_epoch, "history": result.history, "tracking": {"run_id": run_id},
     })
-    run.write_metrics(result.history, spec.columns)
+    run.write_metrics(result.history, columns)
     run.write_curves(result.history, ["train_loss", "val_loss"], spec.score_columns)
     run.end_epoch_write()
 
 
+def _plain_settings(settings: TrainSettings) -> dict[str, Any]:
+    return {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
+            "weight_decay": settings.weight_decay, "seed": settings.seed, "amp": settings.amp}
+
+
 def _summary(row: dict[str, Any], spec: TaskSpec) -> str:
     shown = ["train_loss", "val_loss", *spec.score_columns]
+    shown += [key for key in row if key.startswith("ema_") and key.removeprefix("ema_") in spec.score_columns]
     parts = [f"{key} {row[key]:.4f}" for key in shown]
+    parts.append(f"{row[THROUGHPUT]:.1f} img/s, {row['epoch_time_s']:.1f} s")
     if row["skipped_images"]:
         parts.append(f"skipped {row['skipped_images']} unreadable images")
     return f"epoch {row['epoch']}: " + ", ".join(parts)
