@@ -162,9 +162,12 @@ def test_finetune_with_kan_l1_logs_the_regularisation(data, tmp_path, capsys):
     with pytest.raises(TaskError, match="used kan_l1=0.01 but this command asks for 0.02"):
         finetune("reskanet_18", data, out, epochs=3, kan_l1=0.02, kan_entropy=0.1, **common)
     finetune("reskanet_18", data, out, epochs=3, kan_l1=0.01, kan_entropy=0.1, **common)
+    finetune("reskanet_18", data, out, epochs=4, **common)  # left out: the run's values
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [row["epoch"] for row in rows] == ["1", "2", "3"] and float(rows[2]["train_kan_l1"]) < l1[1]
+    assert [row["epoch"] for row in rows] == ["1", "2", "3", "4"]
+    assert float(rows[3]["train_kan_l1"]) < float(rows[2]["train_kan_l1"]) < l1[1]
+    assert torch.load(out / "last.pt", weights_only=True)["run_info"]["kan_entropy"] == 0.1
     tiny = ["--model", "reskanet_18", "--model-arg", "width=0.125"]
     for args, message in ((tiny + ["--kan-entropy", "1"], "give --kan-l1 too"),
                           (tiny + ["--kan-l1", "-1"], "--kan-l1 must be"),

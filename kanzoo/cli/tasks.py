@@ -84,11 +84,13 @@ def _training_options(parser: argparse.ArgumentParser, epochs: int, batch_size: 
                         help="no progress bars")
     parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE", type=arguments.model_arg,
                         help="extra model argument, repeatable (e.g. --model-arg width=0.25)")
-    parser.add_argument("--kan-l1", type=arguments.number("--kan-l1", 0), default=0.0, metavar="LAMBDA",
+    parser.add_argument("--kan-l1", type=arguments.number("--kan-l1", 0), metavar="LAMBDA",
                         help="KAN sparsity regularisation: adds LAMBDA * (L1 + MU * entropy) of the KAN convs' basis "
-                             "weights to the loss, logged in metrics.csv (default 0: off; see docs/inspect.md)")
-    parser.add_argument("--kan-entropy", type=arguments.number("--kan-entropy", 0), default=0.0, metavar="MU",
-                        help="weight of the entropy term inside --kan-l1's regularisation (default 0)")
+                             "weights to the loss, logged in metrics.csv (default 0: off, or the resumed run's; see "
+                             "docs/inspect.md)")
+    parser.add_argument("--kan-entropy", type=arguments.number("--kan-entropy", 0), metavar="MU",
+                        help="weight of the entropy term inside --kan-l1's regularisation (default 0, or the resumed "
+                             "run's)")
     _allocator_option(parser)
 
 

@@ -70,16 +70,16 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
              freeze_backbone: bool = False, amp: bool = False, workers: int | None = None, seed: int = 0,
              resume: bool = False, overwrite: bool = False, val_split: float | None = None,
              push_to_hub: str | None = None, device: str | None = None, progress: bool | None = None,
-             model_kwargs: dict[str, Any] | None = None, kan_l1: float = 0.0, kan_entropy: float = 0.0,
-             recipe: Recipe | None = None,
-             hf: HFOptions | None = None) -> FitResult:
+             model_kwargs: dict[str, Any] | None = None, kan_l1: float | None = None,
+             kan_entropy: float | None = None, recipe: Recipe | None = None, hf: HFOptions | None = None) -> FitResult:
     """Fine-tune ``model`` (``name[.tag]``, ``hf-hub:`` id or hub-ready folder) on an ImageFolder tree or a Hugging
     Face data set (``hf:NAME_OR_PATH``, read as ``hf`` says), with the switches of ``recipe``.
 
     Writes ``out/metrics.csv``, ``out/curves.png``, the best model as a hub-ready folder ``out/best`` and the
     resumable ``out/last.pt``. Under ``torchrun`` every process trains a shard (DDP); only rank 0 writes.
     ``kan_l1`` (with ``kan_entropy``) adds the KAN paper's sparsity regularisation of the basis weights
-    (:class:`kanzoo.inspect.KANRegularizer`), logged as ``train_kan_l1`` and ``train_kan_entropy``.
+    (:class:`kanzoo.inspect.KANRegularizer`), logged as ``train_kan_l1`` and ``train_kan_entropy``; left out
+    (None), the resumed run's values, else 0.
     """
     settings = TrainSettings(epochs, batch_size, lr, weight_decay, workers, seed, amp, device, progress,
                              recipe or Recipe())
@@ -95,7 +95,7 @@ def finetune(model: str, data: str | Path, out: str | Path, *, epochs: int = 10,
                                 **(model_kwargs or {}))
         if is_segmentation(net):
             raise TaskError(f"{model} is a segmentation model; use `kanzoo segment` for it")
-        regularizer = kan_regularizer(net, kan_l1, kan_entropy)
+        regularizer, kan_l1, kan_entropy = kan_regularizer(net, kan_l1, kan_entropy, run)
         check_model(settings.recipe, net)
         cfg = data_config(net, img_size)
         train_tf, val_tf = transforms(cfg)

@@ -137,9 +137,8 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
             workers: int | None = None, seed: int = 0, resume: bool = False, overwrite: bool = False,
             val_split: float | None = None, push_to_hub: str | None = None, overlays: int = 4,
             device: str | None = None, progress: bool | None = None,
-            model_kwargs: dict[str, Any] | None = None, kan_l1: float = 0.0, kan_entropy: float = 0.0,
-            recipe: Recipe | None = None,
-            hf: HFOptions | None = None) -> FitResult:
+            model_kwargs: dict[str, Any] | None = None, kan_l1: float | None = None,
+            kan_entropy: float | None = None, recipe: Recipe | None = None, hf: HFOptions | None = None) -> FitResult:
     """Train a segmentation model on ``images/`` + ``masks/`` folders or a Hugging Face data set (``hf:NAME_OR_PATH``,
     read as ``hf`` says) with Dice + cross-entropy loss and the switches of ``recipe`` (not the
     classification-only ``mixup``, ``cutmix``, ``label_smoothing``).
@@ -177,7 +176,7 @@ def segment(model: str, data: str | Path, out: str | Path, *, epochs: int = 20, 
         if not is_segmentation(net):
             raise TaskError(f"{model} is a classifier; use `kanzoo finetune` for it, or a segmentation model "
                             "such as ukanet_18 or u2kanet_small here")
-        regularizer = kan_regularizer(net, kan_l1, kan_entropy)
+        regularizer, kan_l1, kan_entropy = kan_regularizer(net, kan_l1, kan_entropy, run)
         check_model(settings.recipe, net)
         size = input_size(net, img_size)
         cfg = resolve_data_config(model=net)

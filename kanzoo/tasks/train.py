@@ -120,18 +120,27 @@ class TaskSpec:
     """Adds a penalty to each step's loss; its terms' epoch means are logged (e.g. ``kan_l1``, ``kan_entropy``)."""
 
 
-def kan_regularizer(model: nn.Module, l1: float, entropy: float) -> KANRegularizer | None:
-    """The KAN sparsity regularisation of ``--kan-l1 L1 --kan-entropy ENTROPY`` (None when ``l1`` is 0)."""
+def kan_regularizer(model: nn.Module, l1: float | None, entropy: float | None, run: RunFolder
+                    ) -> tuple[KANRegularizer | None, float, float]:
+    """The KAN sparsity regularisation of ``--kan-l1 L1 --kan-entropy ENTROPY`` (None when ``l1`` is 0) and the two
+    weights; a weight left out (None) is the resumed run's, else 0."""
+    recorded: dict[str, Any] = {}
+    if run.resume and (l1 is None or entropy is None):
+        state = run.load_checkpoint()
+        info = state.get("run_info") if isinstance(state, dict) else None
+        recorded = info if isinstance(info, dict) else {}
+    l1 = recorded.get("kan_l1", 0.0) if l1 is None else l1
+    entropy = recorded.get("kan_entropy", 0.0) if entropy is None else entropy
     try:
         regularizer = KANRegularizer(l1, entropy)
     except ValueError as err:
         raise TaskError(str(err).replace("weight l1", "--kan-l1").replace("weight entropy", "--kan-entropy")
                         .replace("give l1 > 0", "give --kan-l1 too")) from None
     if regularizer.l1 == 0:
-        return None
+        return None, regularizer.l1, regularizer.entropy
     if not any(isinstance(module, KANConvBase) for module in model.modules()):
         raise TaskError(f"--kan-l1 regularises KAN convolutions, but {type(model).__name__} has none; drop --kan-l1")
-    return regularizer
+    return regularizer, regularizer.l1, regularizer.entropy
 
 
 def with_regularization(columns: Sequence[str], regularizer: KANRegularizer | None) -> tuple[str, ...]:
