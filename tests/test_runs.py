@@ -169,8 +169,9 @@ def test_best_swap_and_atomic_writes_are_durable(tmp_path, monkeypatch, atomic_e
     synced: list[int] = []
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(fd))
     swaps: list[bool] = []
-    monkeypatch.setattr("kanzoo.tasks.runs.exchange",
-                        lambda a, b: swaps.append(atomic.exchange(a, b) if atomic_exchange else False) or swaps[-1])
+    real_exchange = atomic.exchange
+    monkeypatch.setattr(atomic, "exchange",
+                        lambda a, b: swaps.append(real_exchange(a, b) if atomic_exchange else False) or swaps[-1])
     run = RunFolder(tmp_path / "run")
     run.prepare()
     for text in ("first", "second"):

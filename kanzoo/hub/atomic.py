@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "exchange", "fsync_dir", "fsync_tree", "is_leftover", "remove", "temporary_name"]
+__all__ = ["atomic_write", "exchange", "fsync_dir", "fsync_tree", "is_leftover", "remove", "replace_folder",
+           "temporary_name"]
 
 _LEFTOVER = re.compile(r"^\..+\.[0-9a-f]{8}\.(tmp|old)(\.[^.]*)?$")
 
@@ -114,3 +115,26 @@ def exchange(a: Path, b: Path) -> bool:
         return False
     result = function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return result == 0
+
+
+def replace_folder(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Build a folder next to ``target`` with ``fill`` and swap it in, so ``target`` is never half written: in one
+    atomic exchange where the system has one, else by two renames (a kill between them leaves ``target`` missing
+    and the new folder under a temporary name, which ``RunFolder.recover`` completes for run folders)."""
+    target = Path(target)
+    tmp = temporary_name(target)
+    try:
+        fill(tmp)
+        fsync_tree(tmp)
+        if os.path.lexists(target) and exchange(tmp, target):
+            remove(tmp)
+        else:
+            old = temporary_name(target, "old")
+            if os.path.lexists(target):
+                os.replace(target, old)
+            os.replace(tmp, target)
+            remove(old)
+        fsync_dir(target.parent)
+    finally:
+        remove(tmp)
+    return target

@@ -14,9 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kanzoo.hub.atomic import replace_folder
 from kanzoo.inspect import LayerPlan, ModelCost, Pruner, collect_statistics, model_cost
 
 from .classification import evaluate_classifier
@@ -73,22 +71,6 @@ def _evaluator(model: nn.Module, data: str | Path, batch_size: int, img_size: in
             net.cpu()
 
     return metric, evaluate
-
-
-def _replace_folder(target: Path, fill: Callable[[Path], None]) -> None:
-    """Build ``target`` beside it with ``fill``, then swap it in whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
-    try:
-        fill(tmp)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover)
 
 
 def _check_reload(folder: Path, model: nn.Module, shape: Sequence[int]) -> None:
@@ -203,5 +185,6 @@ def prune(model: str | nn.Module, data: str | Path, out: str | Path, *, max_drop
         atomic_write_text(folder / REPORT, json.dumps(summary, indent=2) + "\n")
         _check_reload(folder, pruned, shape)
 
-    _replace_folder(out, fill)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    replace_folder(out, fill)
     return report

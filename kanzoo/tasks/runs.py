@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..hub.atomic import atomic_write, exchange, fsync_dir, fsync_tree, is_leftover, remove, temporary_name
+from ..hub.atomic import atomic_write, fsync_dir, is_leftover, remove, replace_folder
 from .errors import TaskError
 from .lock import RunLock
 
@@ -237,25 +237,9 @@ class RunFolder:
         atomic_write(self.path / CURVES, lambda tmp: figure.savefig(tmp, format="png"))
 
     def replace_dir(self, name: str, fill: Callable[[Path], None]) -> Path:
-        """Build a folder next to ``name`` with ``fill`` and swap it in, so ``name`` is never half written: in one
-        atomic exchange where the system has one, else by two renames that :meth:`recover` completes."""
-        target = self.path / name
-        tmp = temporary_name(target)
-        try:
-            fill(tmp)
-            fsync_tree(tmp)
-            if os.path.lexists(target) and exchange(tmp, target):
-                remove(tmp)
-            else:
-                old = temporary_name(target, "old")
-                if os.path.lexists(target):
-                    os.replace(target, old)
-                os.replace(tmp, target)
-                remove(old)
-            fsync_dir(self.path)
-        finally:
-            remove(tmp)
-        return target
+        """Build a folder next to ``name`` with ``fill`` and swap it in (:func:`kanzoo.hub.atomic.replace_folder`),
+        so ``name`` is never half written; :meth:`recover` completes a swap a kill interrupted."""
+        return replace_folder(self.path / name, fill)
 
 
 def _format(value: Any) -> Any:
