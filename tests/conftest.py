@@ -308,9 +308,10 @@ def weights_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return write
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def single_thread():
-    """Tiny shapes gain nothing from intra-op threads, which only add latency on a busy 2-core machine."""
+    """Tiny shapes gain nothing from intra-op threads, which only add latency on a busy 2-core machine (module-wide,
+    so that the module's own fixtures, trained runs included, run on one thread too)."""
     import torch
 
     threads = torch.get_num_threads()

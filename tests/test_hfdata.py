@@ -26,12 +26,7 @@ TINY = dict(epochs=1, batch_size=4, img_size=16, workers=0, progress=False, pret
             model_kwargs={"cfg": [4, "M", 8]})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _classification_split(per_class: int, seed: int, extra: dict | None = None) -> "datasets.Dataset":

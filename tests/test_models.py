@@ -35,13 +35,7 @@ _TINY_BY_FAMILY: dict[str, dict[str, Any]] = {
 _TINY_BY_NAME: dict[str, dict[str, Any]] = {"ukanet": dict(encoder_kwargs=dict(width_multiplier=1))}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread; several OpenMP threads stall on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_kwargs(name: str) -> dict[str, Any]:

@@ -25,12 +25,7 @@ FULL = Recipe(opt="sgd", sched="cosine", warmup_epochs=1, clip_grad=1.0, grad_ac
               mixup=0.2, cutmix=0.5, label_smoothing=0.1, channels_last=True, log=["tensorboard"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

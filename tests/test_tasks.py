@@ -42,13 +42,7 @@ TOP1_THRESHOLD = 0.8
 MIOU_THRESHOLD = 0.55
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors run fastest (and deterministically) on one thread, also when the cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _metrics(out: Path) -> list[dict[str, str]]:
