@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kanzoo.inspect import LayerAnalysis, inspect_model, kan_layers
 
+from . import checks
 from .classification import data_config, transforms
 from .data import (ImageDataset, SegmentationDataset, collate_skipping, discover_eval_images, discover_eval_pairs,
                    discover_classification, discover_segmentation)
@@ -58,10 +59,8 @@ def image_batches(model: nn.Module, data: str | Path, *, samples: int, batch_siz
                   workers: int | None = None, seed: int = 0, prefer_train: bool = True
                   ) -> tuple[Iterator[torch.Tensor], int]:
     """Batches of up to ``samples`` images drawn at random (seeded) from ``data`` for ``model``, and how many."""
-    if samples < 1:
-        raise TaskError(f"--samples must be at least 1, got {samples}")
-    if batch_size < 1:
-        raise TaskError(f"--batch-size must be at least 1, got {batch_size}")
+    checks.at_least("--samples", samples, 1)
+    checks.at_least("--batch-size", batch_size, 1)
     dataset = _sample_dataset(model, data, img_size, prefer_train)
     chosen = sorted(random.Random(seed).sample(range(len(dataset)), min(samples, len(dataset))))
     subset = torch.utils.data.Subset(dataset, chosen)
@@ -78,8 +77,7 @@ def image_batches(model: nn.Module, data: str | Path, *, samples: int, batch_siz
 
 def check_output_folder(out: Path, names: tuple[str, ...], overwrite: bool, what: str) -> None:
     """Refuse a file, or a folder that already holds ``names``, unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise TaskError(f"--out {out} is a file; pass a folder")
+    checks.output_folder("--out", out)
     existing = [name for name in names if (out / name).exists()]
     if existing and not overwrite:
         raise TaskError(f"{out} already holds {what} ({', '.join(existing)}); pass --overwrite to replace it or "
@@ -105,8 +103,7 @@ def inspect(model: str | nn.Module, data: str | Path, out: str | Path, *, sample
     with weights, ``hf-hub:`` id, hub-ready folder or module) on ``samples`` images of ``data``."""
     out = Path(out)
     check_output_folder(out, REPORT_FILES, overwrite, "an inspection report")
-    if top < 1:
-        raise TaskError(f"--top must be at least 1, got {top}")
+    checks.at_least("--top", top, 1)
     net = load_for_inference(model).cpu()
     check_layers(net, layers)
     batches, total = image_batches(net, data, samples=samples, batch_size=batch_size, img_size=img_size,
