@@ -21,10 +21,10 @@ from typing import Callable, Sequence
 import timm
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from kanzoo import runtime
 from kanzoo.bench import CLOCKS, interleaved_min_times, machine_info
+from kanzoo.inspect import count_gflops, count_parameters
 from kanzoo.layers import BENCH_KWARGS, FAMILIES
 from kanzoo.models import kanify
 
@@ -56,13 +56,6 @@ def variants(name: str, conv: str, device: torch.device | str) -> dict[str, nn.M
             variant = f"kanify {kind}"
         built[variant] = model
     return built
-
-
-def gflops(model: nn.Module, size: int) -> float:
-    """Forward GFLOPs of ``model`` (built on the meta device) at batch 1, ``size`` x ``size``."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.eval()(torch.empty(1, 3, size, size, device="meta"))
-    return counter.get_total_flops() / 1e9
 
 
 def _status(field: str) -> int:
@@ -103,7 +96,7 @@ def bench_kanify(name: str, conv: str = "kagn", *, batch: int = 16, size: int = 
                  warmup: int = 1, clock: str = "wall") -> list[dict[str, object]]:
     """One row per variant of the CNN ``name`` (see ``COLUMNS``)."""
     with torch.device("meta"):
-        counted = {variant: (sum(p.numel() for p in m.parameters()), gflops(m, size))
+        counted = {variant: (count_parameters(m), count_gflops(m, (3, size, size)))
                    for variant, m in variants(name, conv, "meta").items()}
     models = variants(name, conv, "cpu")
     x = torch.randn(batch, 3, size, size)
