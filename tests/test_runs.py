@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from kanzoo.cli import main as cli_main
-from kanzoo.hub import atomic
+from kanzoo import atomic
 from kanzoo.tasks import TaskError, finetune
 from kanzoo.tasks.lock import LOCK_NAME
 from kanzoo.tasks.runs import RunFolder

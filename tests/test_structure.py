@@ -18,7 +18,7 @@ from kanzoo.layers.registry import add_conv
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kanzoo"
 FLOORS = ("layers", "models", "hub", "tasks", "cli")
-BESIDE = {"inspect": "models"}  # packages on a floor beside another: kanzoo.inspect imports layers and models only
+BESIDE = {"inspect": "models"}  # packages beside a floor: kanzoo.inspect imports layers, models, kanzoo.atomic
 MAX_LINES = 600
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..models._manifest import manifest_problems
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .convert import CONVERTERS
 from .download import hub_download, sha256_file, verify_file
 from .errors import HubError, ManifestError

@@ -23,7 +23,7 @@ from torch import nn
 from ..models import KANIFY_FILTERS, KANSegmentationModel, KanifyRecord, PruningRecord
 from ..models.kanified import ENTRY, RECIPE_KEYS
 from ..models.pruned import PRUNED_ENTRY, PRUNED_KEYS
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .download import _hub_errors
 from .errors import HubError
 

@@ -7,7 +7,7 @@
 - ``prune``: structured pruning into smaller layers (:mod:`kanzoo.models.pruned` records it);
 - ``cost``: parameters, GFLOPs and measured forward time.
 
-On the models floor: it imports ``kanzoo.layers`` and ``kanzoo.models`` only.
+Beside the models floor: it imports ``kanzoo.layers``, ``kanzoo.models`` and ``kanzoo.atomic`` only.
 """
 
 from .cost import ModelCost, count_gflops, count_parameters, forward_time, model_cost

@@ -12,14 +12,14 @@ import csv
 import io
 import math
 import os
-import uuid
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write
 from .functions import edge_function
 from .statistics import LayerAnalysis, LayerStatistics, analyze, collect_statistics
 
@@ -29,16 +29,6 @@ SUMMARY_COLUMNS = ("layer", "family", "in_channels", "out_channels", "groups", "
                    "nonlinearity", "outside_domain_fraction", "input_p01", "input_p50", "input_p99", "input_min",
                    "input_max", "inputs_seen", "plot")
 _GRID_FAMILIES = ("kan", "fastkan", "relukan")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _observed_range(values: torch.Tensor) -> tuple[float, float]:
@@ -95,7 +85,7 @@ def plot_layer(analysis: LayerAnalysis, stats: LayerStatistics, path: str | os.P
                     f"{analysis.groups}): nonlinearity {analysis.nonlinearity:.3f}, outside domain "
                     f"{analysis.outside_domain_fraction:.1%}", fontsize=10)
     path = Path(path)
-    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     return path
 
 
@@ -130,7 +120,7 @@ def write_report(analyses: Sequence[LayerAnalysis], statistics: dict[str, LayerS
     for analysis in analyses:
         row = {**vars(analysis), "layer": analysis.name, "plot": plots[analysis.name]}
         writer.writerow([_cell(row[column]) for column in SUMMARY_COLUMNS])
-    _atomic_write(out / "summary.csv", lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
+    atomic_write(out / "summary.csv", lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
     seen = f" over {inputs} inputs" if inputs is not None else ""
     lines = [f"# Inside {title}", "",
              f"{len(analyses)} KAN convolutions, statistics{seen} (eval mode). Nonlinearity: the share of the edges' "
@@ -144,7 +134,7 @@ def write_report(analyses: Sequence[LayerAnalysis], statistics: dict[str, LayerS
               f"{a.input_p99:.3g} |" for a in analyses]
     for analysis in analyses:
         lines += ["", f"## {analysis.name}", "", f"![{analysis.name}]({plots[analysis.name]})"]
-    _atomic_write(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
     return out / "report.md"
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kanzoo.hub.atomic import replace_folder
+from kanzoo.atomic import replace_folder
 from kanzoo.inspect import LayerPlan, ModelCost, Pruner, collect_statistics, model_cost
 
 from .classification import evaluate_classifier

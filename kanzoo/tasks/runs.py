@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..hub.atomic import atomic_write, fsync_dir, is_leftover, remove, replace_folder
+from ..atomic import atomic_write, fsync_dir, is_leftover, remove, replace_folder
 from .errors import TaskError
 from .lock import RunLock
 
@@ -237,7 +237,7 @@ class RunFolder:
         atomic_write(self.path / CURVES, lambda tmp: figure.savefig(tmp, format="png"))
 
     def replace_dir(self, name: str, fill: Callable[[Path], None]) -> Path:
-        """Build a folder next to ``name`` with ``fill`` and swap it in (:func:`kanzoo.hub.atomic.replace_folder`),
+        """Build a folder next to ``name`` with ``fill`` and swap it in (:func:`kanzoo.atomic.replace_folder`),
         so ``name`` is never half written; :meth:`recover` completes a swap a kill interrupted."""
         return replace_folder(self.path / name, fill)
 
